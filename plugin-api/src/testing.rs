@@ -1,0 +1,66 @@
+//! Unit-testing a generator or source without the engine. A [`TestGenerator`] wraps the
+//! generator in the same ABI object the engine calls, so panics and errors come back exactly
+//! as the engine would see them.
+//!
+//! ```ignore
+//! let gen = testing::generator("my-tags", MyGenerator::new, r#"field = "id""#).unwrap();
+//! assert_eq!(gen.tags(r#"{"id": 1}"#, Options::default()).unwrap(), ["my_1"]);
+//! ```
+
+use abi_stable::std_types::{RResult, RVec};
+use serde::de::DeserializeOwned;
+
+use crate::abi::GeneratorBox;
+use crate::data::Data;
+use crate::error::Error;
+use crate::export::build_generator;
+use crate::generator::Generator;
+use crate::Options;
+
+/// A generator built from settings text, called through the ABI object.
+pub struct TestGenerator {
+    inner: GeneratorBox,
+}
+
+/// Builds a generator with `ctor` from `settings` (TOML text, the plugin's `settings` table)
+/// as the engine would.
+pub fn generator<C, G>(
+    plugin: &'static str,
+    ctor: impl FnOnce(C) -> Result<G, Error>,
+    settings: &str,
+) -> Result<TestGenerator, Error>
+where
+    C: DeserializeOwned,
+    G: Generator,
+{
+    build_generator(plugin, settings, ctor).map(|inner| TestGenerator { inner })
+}
+
+impl TestGenerator {
+    /// Whether the generator supports `json`. Panics on invalid JSON.
+    pub fn supports(&self, json: &str) -> Result<bool, Error> {
+        let data = parse(json);
+        match self.inner.supports(&data) {
+            RResult::ROk(yes) => Ok(yes),
+            RResult::RErr(err) => Err(Error::from_abi(err)),
+        }
+    }
+
+    /// The tags for `json` as the chain would get them from this generator alone: empty when
+    /// it does not support the data. Panics on invalid JSON.
+    pub fn tags(&self, json: &str, options: Options) -> Result<Vec<String>, Error> {
+        let data = parse(json);
+        if !self.supports(json)? {
+            return Ok(Vec::new());
+        }
+        let mut tags = RVec::new();
+        match self.inner.generate(&data, options, &mut tags) {
+            RResult::ROk(()) => Ok(tags.into_iter().map(String::from).collect()),
+            RResult::RErr(err) => Err(Error::from_abi(err)),
+        }
+    }
+}
+
+fn parse(json: &str) -> Data {
+    Data::from_json_str(json).unwrap_or_else(|err| panic!("test input is not JSON: {err}: {json}"))
+}
