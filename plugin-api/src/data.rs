@@ -189,8 +189,9 @@ impl<'a> Value<'a> {
             .then(|| self.data.str_at((n.payload >> 32) as u32, n.payload as u32))
     }
 
-    /// Writes a string or a number as plain text (numbers as JSON writes them), for building
-    /// tags from ids. Returns false, writing nothing, for any other kind.
+    /// Writes a string or a number as plain text, for building tags from ids: integers in
+    /// decimal, floats in Rust's shortest form without exponent (`42.0` as `42`, as PHP
+    /// prints it). Returns false, writing nothing, for any other kind.
     pub fn write_scalar(&self, out: &mut String) -> bool {
         use std::fmt::Write;
         let n = self.node();

@@ -40,11 +40,44 @@ pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// is a configuration error naming the offending key when toml reports one.
 pub fn parse_settings<C: serde::de::DeserializeOwned>(settings: &str) -> Result<C, Error> {
     toml::from_str(settings).map_err(|err| {
-        let key = err
-            .span()
-            .and_then(|span| settings.get(span))
-            .map(|k| k.trim().trim_matches('"'))
-            .filter(|k| !k.is_empty() && !k.contains(['\n', '=', '[']));
-        Error::config(key, err.message().trim_end())
+        // toml points at the key for an unknown key and at the value for a bad value: either
+        // way the key is what stands before `=` on that line.
+        let key = err.span().and_then(|span| {
+            let start = settings[..span.start.min(settings.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            let line = settings[start..].lines().next()?;
+            let (key, _) = line.split_once('=')?;
+            let key = key.trim().trim_matches('"');
+            (!key.is_empty() && !key.contains('[')).then(|| key.to_owned())
+        });
+        Error::config(key.as_deref(), err.message().trim_end())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Settings {
+        field: String,
+        #[serde(default)]
+        count: u32,
+    }
+
+    #[test]
+    fn unknown_setting_names_its_key() {
+        let err = parse_settings::<Settings>("field = \"x\"\nfeild = 1\n").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.key(), Some("feild"));
+    }
+
+    #[test]
+    fn mistyped_setting_names_its_key_not_its_value() {
+        let err = parse_settings::<Settings>("field = \"x\"\ncount = \"many\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("count"));
+    }
 }

@@ -50,8 +50,10 @@ impl TestGenerator {
     /// it does not support the data. Panics on invalid JSON.
     pub fn tags(&self, json: &str, options: Options) -> Result<Vec<String>, Error> {
         let data = parse(json);
-        if !self.supports(json)? {
-            return Ok(Vec::new());
+        match self.inner.supports(&data) {
+            RResult::ROk(true) => {}
+            RResult::ROk(false) => return Ok(Vec::new()),
+            RResult::RErr(err) => return Err(Error::from_abi(err)),
         }
         let mut tags = RVec::new();
         match self.inner.generate(&data, options, &mut tags) {
