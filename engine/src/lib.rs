@@ -1,1 +1,87 @@
-//! placeholder
+//! tagcast: routes "content outdated" notifications from change sources to the browsers that
+//! track the changed content.
+//!
+//! The modules follow the data: [`config`] → [`plugins`] (loaded libraries) → [`chain`]
+//! (data to tags) → [`sources`] (supervised event sources) → [`hub`] (tag routing to
+//! subscribers) → [`server`] (WebSocket and HTTP). `docs/architecture.md` tells how a change
+//! flows through them and which task owns what.
+
+pub mod chain;
+pub mod config;
+mod demo;
+pub mod hub;
+pub mod identity;
+pub mod metrics;
+pub mod plugins;
+pub mod publish;
+pub mod server;
+pub mod sources;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use chain::Chain;
+pub use config::{ConfigError, LoadedConfig};
+pub use plugins::{LoadError, Registry};
+
+/// An engine that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A bad configuration, including a plugin's settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A plugin library that cannot be loaded.
+    #[error(transparent)]
+    Plugins(#[from] LoadError),
+    /// An operating-system resource could not be had.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The listener cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// The process exit code for this error: 2 for bad config or plugins, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) | StartError::Plugins(_) => 2,
+            StartError::Bind { .. } | StartError::Io { .. } => 1,
+        }
+    }
+}
+
+/// The configuration, the loaded plugins and the chain: everything every command needs.
+pub struct Engine {
+    /// The parsed configuration.
+    pub config: LoadedConfig,
+    /// The loaded plugin libraries.
+    pub registry: Registry,
+    /// The generator chain, shared with every task that makes tags.
+    pub chain: Arc<Chain>,
+}
+
+impl Engine {
+    /// Loads the config at `path`, its plugins, and builds the chain.
+    pub fn load(path: &Path) -> Result<Engine, StartError> {
+        let config = LoadedConfig::load(path)?;
+        tracing::info!(path = %path.display(), "config loaded");
+        let registry = Registry::load(&config)?;
+        let chain = Arc::new(Chain::build(&config, &registry)?);
+        Ok(Engine {
+            config,
+            registry,
+            chain,
+        })
+    }
+}

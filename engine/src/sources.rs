@@ -1,0 +1,369 @@
+//! The source supervisor: runs every enabled event source on a thread of its own, restarts
+//! one that fails or panics with exponential backoff, and stops them all within a deadline
+//! on shutdown.
+//!
+//! Data flow: a source calls `emit` on its thread; the [`Emitter`] blocks on a bounded
+//! channel (back-pressure: nothing is dropped) whose receiver, the relay task on the async
+//! runtime, runs each change through the same [`Publisher`] as `POST /v1/changes`.
+//!
+//! Owners: each source thread owns its source object; the supervisor owns the stop signal,
+//! the threads' join handles and the per-source status; the relay task owns the receiver
+//! and ends when every emitter is gone.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::ROption;
+use tagcast_plugin_api::abi::{ChangeAbi, EmitStatus, EmitterAbi, EmitterAbi_TO, SourceBox};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::config::{LoadedConfig, SourcesConfig};
+use crate::metrics::Exposition;
+use crate::plugins::{settings_error, Registry, SourceFactory};
+use crate::publish::Publisher;
+use crate::StartError;
+
+/// The live status of one source, shared by its thread and `/readyz` and `/metrics`.
+struct Status {
+    /// The plugin's name.
+    name: String,
+    /// True while the source is inside `run`.
+    up: AtomicBool,
+    /// Changes accepted from it.
+    changes: AtomicU64,
+    /// Restarts after a failure.
+    restarts: AtomicU64,
+    /// The last failure, for `/readyz` and `/metrics`.
+    last_error: Mutex<Option<String>>,
+}
+
+/// Asks sources to stop: a flag for polling, a condition variable for waiting.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    changed: Condvar,
+    /// Mirrors `stopped` for lock-free polling.
+    flag: AtomicBool,
+}
+
+impl Stop {
+    fn request(&self) {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        *stopped = true;
+        self.flag.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `timeout`; true if a stop was requested.
+    fn wait(&self, timeout: Duration) -> bool {
+        let stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let (stopped, _) = self
+            .changed
+            .wait_timeout_while(stopped, timeout, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        *stopped
+    }
+}
+
+/// A change on its way from a source thread to the relay task.
+struct Emitted {
+    source: usize,
+    change: ChangeAbi,
+}
+
+/// The host's side of a running source, handed to the plugin.
+struct Emitter {
+    source: usize,
+    queue: mpsc::Sender<Emitted>,
+    stop: Arc<Stop>,
+}
+
+impl EmitterAbi for Emitter {
+    fn emit(&self, change: ChangeAbi) -> EmitStatus {
+        if self.stop.is_stopped() {
+            return EmitStatus::Stopped;
+        }
+        // Source threads are plain threads outside the runtime, where blocking is allowed;
+        // the relay task drains the queue until every source thread has ended.
+        match self.queue.blocking_send(Emitted {
+            source: self.source,
+            change,
+        }) {
+            Ok(()) => EmitStatus::Accepted,
+            Err(_) => EmitStatus::Stopped,
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stop.is_stopped()
+    }
+
+    fn wait_stopped(&self, timeout_ms: u64) -> bool {
+        self.stop.wait(Duration::from_millis(timeout_ms))
+    }
+}
+
+/// Runs and watches every source.
+pub struct Supervisor {
+    statuses: Vec<Arc<Status>>,
+    stop: Arc<Stop>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    deadline: Duration,
+}
+
+impl Supervisor {
+    /// Starts a thread for every enabled plugin that provides a source. Each source is
+    /// built once here, so that bad settings are a start-up error.
+    pub fn start(
+        config: &LoadedConfig,
+        registry: &Registry,
+        publisher: Publisher,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Supervisor, StartError> {
+        let settings = config.config.sources.clone();
+        let stop = Arc::new(Stop::default());
+        let (queue, receiver) = mpsc::channel(settings.queue);
+        let mut statuses = Vec::new();
+        let mut threads = Vec::new();
+        for (index, plugin) in registry.plugins().iter().filter(|p| p.source).enumerate() {
+            let first = plugin
+                .new_source()
+                .map_err(|err| settings_error(config, &plugin.name, &err))?;
+            let status = Arc::new(Status {
+                name: plugin.name.clone(),
+                up: AtomicBool::new(false),
+                changes: AtomicU64::new(0),
+                restarts: AtomicU64::new(0),
+                last_error: Mutex::new(None),
+            });
+            let runner = Runner {
+                index,
+                factory: plugin.source_factory(),
+                status: status.clone(),
+                stop: stop.clone(),
+                queue: queue.clone(),
+                settings: settings.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("source-{}", plugin.name))
+                .spawn(move || runner.run(first))
+                .map_err(|source| StartError::Io {
+                    what: "cannot start a source thread",
+                    source,
+                })?;
+            info!(source = %plugin.name, "source started");
+            statuses.push(status);
+            threads.push(thread);
+        }
+        drop(queue);
+        runtime.spawn(relay(receiver, publisher, statuses.clone()));
+        Ok(Supervisor {
+            statuses,
+            stop,
+            threads: Mutex::new(threads),
+            deadline: Duration::from_millis(settings.shutdown_deadline_ms),
+        })
+    }
+
+    /// A supervisor with no sources, for tests and tools.
+    pub fn empty() -> Supervisor {
+        Supervisor {
+            statuses: Vec::new(),
+            stop: Arc::new(Stop::default()),
+            threads: Mutex::new(Vec::new()),
+            deadline: Duration::ZERO,
+        }
+    }
+
+    /// A readable reason for every source that is not running now.
+    pub fn down(&self) -> Vec<String> {
+        self.statuses
+            .iter()
+            .filter(|s| !s.up.load(Ordering::SeqCst))
+            .map(|s| match &*s.last_error.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(err) => format!("source `{}` is down: {err}", s.name),
+                None => format!("source `{}` is starting", s.name),
+            })
+            .collect()
+    }
+
+    /// Appends the per-source metrics.
+    pub fn render_metrics(&self, e: &mut Exposition) {
+        e.family("tagcast_source_up", "gauge", "1 while the source runs, 0 while it is down.");
+        for s in &self.statuses {
+            e.labelled("tagcast_source_up", "source", &s.name, u8::from(s.up.load(Ordering::SeqCst)));
+        }
+        e.family("tagcast_source_changes_total", "counter", "Changes accepted from the source.");
+        for s in &self.statuses {
+            e.labelled("tagcast_source_changes_total", "source", &s.name, s.changes.load(Ordering::Relaxed));
+        }
+        e.family("tagcast_source_restarts_total", "counter", "Restarts after the source failed.");
+        for s in &self.statuses {
+            e.labelled("tagcast_source_restarts_total", "source", &s.name, s.restarts.load(Ordering::Relaxed));
+        }
+        e.family(
+            "tagcast_source_last_error_info",
+            "gauge",
+            "The source's last failure, in the `error` label.",
+        );
+        for s in &self.statuses {
+            if let Some(err) = &*s.last_error.lock().unwrap_or_else(|e| e.into_inner()) {
+                e.labelled2("tagcast_source_last_error_info", ("source", &s.name), ("error", err), 1);
+            }
+        }
+    }
+
+    /// Asks every source to stop and waits for their threads, up to the deadline.
+    pub async fn shutdown(&self) {
+        self.stop.request();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        if threads.is_empty() {
+            return;
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        match tokio::time::timeout(self.deadline, joined).await {
+            Ok(_) => info!("sources stopped"),
+            Err(_) => {
+                let running: Vec<&str> = self
+                    .statuses
+                    .iter()
+                    .filter(|s| s.up.load(Ordering::SeqCst))
+                    .map(|s| s.name.as_str())
+                    .collect();
+                error!(sources = ?running, deadline_ms = self.deadline.as_millis() as u64,
+                    "sources did not stop within the deadline; exiting without them");
+            }
+        }
+    }
+}
+
+/// Hands emitted changes to the publisher until every emitter is dropped.
+async fn relay(mut receiver: mpsc::Receiver<Emitted>, publisher: Publisher, statuses: Vec<Arc<Status>>) {
+    while let Some(Emitted { source, change }) = receiver.recv().await {
+        statuses[source].changes.fetch_add(1, Ordering::Relaxed);
+        let author = match &change.author {
+            ROption::RSome(a) => Some(a.as_str()),
+            ROption::RNone => None,
+        };
+        publisher.publish_change(author, change.op, &change.data);
+    }
+}
+
+/// One source's thread.
+struct Runner {
+    index: usize,
+    factory: SourceFactory,
+    status: Arc<Status>,
+    stop: Arc<Stop>,
+    queue: mpsc::Sender<Emitted>,
+    settings: SourcesConfig,
+}
+
+impl Runner {
+    fn run(self, first: SourceBox) {
+        let name = self.status.name.clone();
+        let mut next = Some(first);
+        let mut failures: u32 = 0;
+        while !self.stop.is_stopped() {
+            let mut source = match next.take() {
+                Some(source) => source,
+                None => match self.factory.new_source() {
+                    Ok(source) => source,
+                    Err(err) => {
+                        self.failed(&name, &mut failures, err.to_string());
+                        continue;
+                    }
+                },
+            };
+            let emitter = EmitterAbi_TO::from_value(
+                Emitter {
+                    source: self.index,
+                    queue: self.queue.clone(),
+                    stop: self.stop.clone(),
+                },
+                TD_Opaque,
+            );
+            let started = Instant::now();
+            self.status.up.store(true, Ordering::SeqCst);
+            let result = source.run(emitter).into_result();
+            self.status.up.store(false, Ordering::SeqCst);
+            drop(source);
+            if started.elapsed() >= Duration::from_millis(self.settings.restart_reset_ms) {
+                failures = 0;
+            }
+            match result {
+                Ok(()) if self.stop.is_stopped() => break,
+                Ok(()) => self.failed(
+                    &name,
+                    &mut failures,
+                    "returned without being asked to stop".to_owned(),
+                ),
+                Err(err) => self.failed(&name, &mut failures, err.to_string()),
+            }
+        }
+        info!(source = %name, "source stopped");
+    }
+
+    /// Records a failure and waits out the backoff (or a stop request).
+    fn failed(&self, name: &str, failures: &mut u32, error: String) {
+        *failures = failures.saturating_add(1);
+        self.status.restarts.fetch_add(1, Ordering::Relaxed);
+        let delay = backoff(&self.settings, *failures);
+        warn!(source = %name, error = %error, retry_in_ms = delay.as_millis() as u64,
+            "source failed; restarting after backoff");
+        *self.status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        self.stop.wait(delay);
+    }
+}
+
+/// The delay before restart number `failures` (1-based): doubling from the initial delay,
+/// capped at the maximum.
+fn backoff(settings: &SourcesConfig, failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(30);
+    let ms = settings
+        .restart_initial_ms
+        .saturating_mul(1u64 << exponent)
+        .min(settings.restart_max_ms.max(settings.restart_initial_ms));
+    Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let settings = SourcesConfig {
+            restart_initial_ms: 100,
+            restart_max_ms: 1_000,
+            ..SourcesConfig::default()
+        };
+        let delays: Vec<u64> = (1..=6).map(|n| backoff(&settings, n).as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
+        assert_eq!(backoff(&settings, u32::MAX).as_millis(), 1_000);
+    }
+
+    #[test]
+    fn stop_wakes_a_waiting_source() {
+        let stop = Arc::new(Stop::default());
+        let waiter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || stop.wait(Duration::from_secs(60)))
+        };
+        stop.request();
+        assert!(waiter.join().unwrap());
+        assert!(stop.is_stopped());
+    }
+}
