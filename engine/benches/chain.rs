@@ -22,14 +22,20 @@ fn main() {
 /// A ~1 KB entity with nested entities.
 fn entity() -> Data {
     let json = serde_json_text();
-    assert!((900..1300).contains(&json.len()), "entity is {} bytes", json.len());
+    assert!(
+        (900..1300).contains(&json.len()),
+        "entity is {} bytes",
+        json.len()
+    );
     Data::from_json_str(&json).expect("the benchmark's entity is valid JSON")
 }
 
 fn serde_json_text() -> String {
     let mut fields = String::new();
     for i in 0..19 {
-        fields.push_str(&format!(r#","field_{i}":"a value of some length, number {i:02}""#));
+        fields.push_str(&format!(
+            r#","field_{i}":"a value of some length, number {i:02}""#
+        ));
     }
     format!(
         r#"{{"class":"App\\Entity\\Task","id":42,"owner":{{"class":"App\\Entity\\User","id":7}},"watchers":[{{"class":"App\\Entity\\User","id":8}},{{"class":"App\\Entity\\User","id":9}}]{fields}}}"#
@@ -42,11 +48,7 @@ const OPTIONS: Options = Options {
 };
 
 /// The same generators, called directly.
-fn in_process(
-    data: &Data,
-    entity: &EntityGenerator,
-    simple: &SimpleGenerator,
-) -> Vec<String> {
+fn in_process(data: &Data, entity: &EntityGenerator, simple: &SimpleGenerator) -> Vec<String> {
     let mut tags = Tags::new();
     for generator in [entity as &dyn Generator, simple as &dyn Generator] {
         if generator.supports(data.root()) {
@@ -87,8 +89,8 @@ fn loaded_chain() -> Arc<Chain> {
          [plugins.entity-tags]\n[plugins.simple-tags]\n",
         profile_dir
     );
-    let config = LoadedConfig::parse(std::path::Path::new("bench.toml"), text)
-        .expect("bench config parses");
+    let config =
+        LoadedConfig::parse(std::path::Path::new("bench.toml"), text).expect("bench config parses");
     let registry = Registry::load(&config).unwrap_or_else(|e| {
         panic!("{e}\n(build the plugins first: cargo build --release --workspace)")
     });

@@ -157,13 +157,18 @@ mod tests {
 
     #[test]
     fn dedup_keeps_first_occurrence_order() {
-        let tags: RVec<RString> = ["b", "a", "b", "c", "a"].into_iter().map(RString::from).collect();
+        let tags: RVec<RString> = ["b", "a", "b", "c", "a"]
+            .into_iter()
+            .map(RString::from)
+            .collect();
         assert_eq!(dedup_keep_first(tags), ["b", "a", "c"]);
     }
 
     #[test]
     fn dedup_of_many_tags_matches_linear_dedup() {
-        let tags: RVec<RString> = (0..200).map(|i| RString::from(format!("t{}", i % 70))).collect();
+        let tags: RVec<RString> = (0..200)
+            .map(|i| RString::from(format!("t{}", i % 70)))
+            .collect();
         let expected: Vec<String> = (0..70).map(|i| format!("t{i}")).collect();
         assert_eq!(dedup_keep_first(tags), expected);
     }

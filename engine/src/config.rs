@@ -366,7 +366,10 @@ impl LoadedConfig {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -398,7 +401,9 @@ mod tests {
 
     #[test]
     fn unknown_plugin_table_key_is_rejected() {
-        let err = parse("[plugins.a]\nlibary = \"x\"\n").unwrap_err().to_string();
+        let err = parse("[plugins.a]\nlibary = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("libary") && err.contains("line 2"), "{err}");
     }
 
@@ -430,15 +435,26 @@ mod tests {
 
     #[test]
     fn zero_limit_is_rejected_at_its_key() {
-        let err = parse("[limits]\nmax_tag_bytes = 0\n").unwrap_err().to_string();
-        assert!(err.contains("line 2, column 1") && err.contains("max_tag_bytes"), "{err}");
+        let err = parse("[limits]\nmax_tag_bytes = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2, column 1") && err.contains("max_tag_bytes"),
+            "{err}"
+        );
     }
 
     #[test]
     fn locates_nested_settings_keys() {
         let loaded = parse("[plugins.a]\n[plugins.a.settings]\nx = 1\n  id_field = 2\n").unwrap();
-        assert_eq!(loaded.locate(&["plugins", "a", "settings", "id_field"]), Some((4, 3)));
-        assert_eq!(loaded.locate(&["plugins", "a", "settings", "nope"]), Some((2, 12)));
+        assert_eq!(
+            loaded.locate(&["plugins", "a", "settings", "id_field"]),
+            Some((4, 3))
+        );
+        assert_eq!(
+            loaded.locate(&["plugins", "a", "settings", "nope"]),
+            Some((2, 12))
+        );
     }
 
     #[test]
@@ -448,7 +464,9 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             // Dotfiles are temporary copies other tests make.
-            let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
             if !hidden && path.extension().is_some_and(|e| e == "toml") {
                 LoadedConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
                 count += 1;

@@ -229,7 +229,12 @@ impl Hub {
     /// Delivers one change: every connection tracking any of `tags`, except the author's
     /// connections, gets one frame listing the change's tags it tracks. Returns the number
     /// of connections notified.
-    pub fn publish<S: AsRef<str>>(&self, author: Option<&str>, tags: &[S], arrived: Instant) -> usize {
+    pub fn publish<S: AsRef<str>>(
+        &self,
+        author: Option<&str>,
+        tags: &[S],
+        arrived: Instant,
+    ) -> usize {
         self.stats.changes.fetch_add(1, Ordering::Relaxed);
         self.stats
             .tags_published
@@ -283,10 +288,7 @@ fn deliver_group(
     let mut masks: HashMap<*const Conn, (&Arc<Conn>, u64)> = HashMap::new();
     for (bit, (_, conns)) in group.iter().enumerate() {
         for conn in conns.iter() {
-            masks
-                .entry(Arc::as_ptr(conn))
-                .or_insert((conn, 0))
-                .1 |= 1 << bit;
+            masks.entry(Arc::as_ptr(conn)).or_insert((conn, 0)).1 |= 1 << bit;
         }
     }
     let mut frames: HashMap<u64, Frame> = HashMap::new();
@@ -318,7 +320,10 @@ struct OutdatedFrame<'a, T: AsRef<str>> {
     tags: &'a [T],
 }
 
-fn serialize_tags<S: serde::Serializer, T: AsRef<str>>(tags: &&[T], s: S) -> Result<S::Ok, S::Error> {
+fn serialize_tags<S: serde::Serializer, T: AsRef<str>>(
+    tags: &&[T],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_seq(tags.iter().map(AsRef::as_ref))
 }
 
@@ -441,7 +446,10 @@ mod tests {
     #[test]
     fn change_reaches_subscribers_but_not_the_author() {
         let hub = Hub::new(10);
-        let (alice, bob) = (hub.register(&user("alice")).unwrap(), hub.register(&user("bob")).unwrap());
+        let (alice, bob) = (
+            hub.register(&user("alice")).unwrap(),
+            hub.register(&user("bob")).unwrap(),
+        );
         let (mut a, mut b) = (vec![], vec![]);
         hub.subscribe(&alice, &["t"], &mut a);
         hub.subscribe(&bob, &["t"], &mut b);
@@ -466,7 +474,9 @@ mod tests {
     #[test]
     fn connections_tracking_the_same_tags_share_one_serialized_frame() {
         let hub = Hub::new(10);
-        let conns: Vec<_> = (0..3).map(|_| hub.register(&Identity::anonymous()).unwrap()).collect();
+        let conns: Vec<_> = (0..3)
+            .map(|_| hub.register(&Identity::anonymous()).unwrap())
+            .collect();
         for c in &conns {
             hub.subscribe(c, &["a", "b"], &mut vec![]);
         }
@@ -516,7 +526,10 @@ mod tests {
         assert!(hub.register(&user("u")).is_err());
         hub.unregister(&first, &mut vec![]);
         assert!(hub.register(&user("u")).is_ok());
-        assert!(hub.register(&Identity::anonymous()).is_ok(), "anonymous is not limited");
+        assert!(
+            hub.register(&Identity::anonymous()).is_ok(),
+            "anonymous is not limited"
+        );
     }
 
     #[test]

@@ -73,11 +73,7 @@ const MAX_USER_BYTES: usize = 256;
 
 impl Authenticator for DevAuthenticator {
     fn authenticate(&self, query: Option<&str>) -> Result<Identity, AuthError> {
-        let user = query.and_then(|q| {
-            form_pairs(q)
-                .find(|(k, _)| k == "user")
-                .map(|(_, v)| v)
-        });
+        let user = query.and_then(|q| form_pairs(q).find(|(k, _)| k == "user").map(|(_, v)| v));
         match user {
             None => Ok(Identity::anonymous()),
             Some(u) if u.is_empty() => Ok(Identity::anonymous()),
@@ -104,15 +100,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -130,14 +124,22 @@ mod tests {
 
     #[test]
     fn user_parameter_names_the_user() {
-        let id = DevAuthenticator.authenticate(Some("x=1&user=al%C3%AFce+b")).unwrap();
+        let id = DevAuthenticator
+            .authenticate(Some("x=1&user=al%C3%AFce+b"))
+            .unwrap();
         assert_eq!(id.user_id(), Some("alïce b"));
     }
 
     #[test]
     fn no_user_parameter_is_anonymous() {
         assert_eq!(DevAuthenticator.authenticate(None).unwrap().user_id(), None);
-        assert_eq!(DevAuthenticator.authenticate(Some("user=")).unwrap().user_id(), None);
+        assert_eq!(
+            DevAuthenticator
+                .authenticate(Some("user="))
+                .unwrap()
+                .user_id(),
+            None
+        );
     }
 
     #[test]

@@ -12,7 +12,11 @@ use tagcast::{Engine, StartError};
 use tagcast_plugin_api::{Data, Options};
 
 #[derive(Parser)]
-#[command(name = "tagcast", version, about = "Content-outdated notifications for browsers")]
+#[command(
+    name = "tagcast",
+    version,
+    about = "Content-outdated notifications for browsers"
+)]
 struct Cli {
     /// Log line format (the filter comes from RUST_LOG, default `info`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -122,10 +126,12 @@ fn serve(config: &std::path::Path) -> Result<(), Failure> {
 fn tags(config: &std::path::Path, options: Options) -> Result<(), Failure> {
     let engine = Engine::load(config)?;
     let mut input = String::new();
-    io::stdin().read_to_string(&mut input).map_err(|e| Failure {
-        code: 1,
-        error: anyhow::Error::new(e).context("cannot read stdin"),
-    })?;
+    io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| Failure {
+            code: 1,
+            error: anyhow::Error::new(e).context("cannot read stdin"),
+        })?;
     let out = io::stdout().lock();
     let mut out = BufWriter::new(out);
     let stream = serde_json::Deserializer::from_str(&input).into_iter::<Data>();

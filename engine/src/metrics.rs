@@ -58,8 +58,18 @@ impl Exposition {
     }
 
     /// One sample with one label.
-    pub fn labelled(&mut self, name: &str, label: &str, value_of_label: &str, value: impl std::fmt::Display) -> &mut Self {
-        let _ = writeln!(self.out, "{name}{{{label}=\"{}\"}} {value}", escape(value_of_label));
+    pub fn labelled(
+        &mut self,
+        name: &str,
+        label: &str,
+        value_of_label: &str,
+        value: impl std::fmt::Display,
+    ) -> &mut Self {
+        let _ = writeln!(
+            self.out,
+            "{name}{{{label}=\"{}\"}} {value}",
+            escape(value_of_label)
+        );
         self
     }
 
@@ -71,7 +81,12 @@ impl Exposition {
         (l2, v2): (&str, &str),
         value: impl std::fmt::Display,
     ) -> &mut Self {
-        let _ = writeln!(self.out, "{name}{{{l1}=\"{}\",{l2}=\"{}\"}} {value}", escape(v1), escape(v2));
+        let _ = writeln!(
+            self.out,
+            "{name}{{{l1}=\"{}\",{l2}=\"{}\"}} {value}",
+            escape(v1),
+            escape(v2)
+        );
         self
     }
 

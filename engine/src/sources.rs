@@ -17,13 +17,15 @@ use std::time::{Duration, Instant};
 
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::ROption;
-use tagcast_plugin_api::abi::{ChangeAbi, EmitStatus, EmitterAbi, EmitterAbi_TO, SourceBox};
+use tagcast_plugin_api::abi::{
+    ChangeAbi, EmitStatus, EmitterAbi, EmitterAbi_TO, PluginError, SourceBox,
+};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::config::{LoadedConfig, SourcesConfig};
 use crate::metrics::Exposition;
-use crate::plugins::{settings_error, Registry, SourceFactory};
+use crate::plugins::{settings_error, Registry};
 use crate::publish::Publisher;
 use crate::StartError;
 
@@ -128,17 +130,35 @@ impl Supervisor {
         publisher: Publisher,
         runtime: tokio::runtime::Handle,
     ) -> Result<Supervisor, StartError> {
-        let settings = config.config.sources.clone();
+        let mut specs = Vec::new();
+        for plugin in registry.plugins().iter().filter(|p| p.source) {
+            let factory = plugin.source_factory();
+            let first = factory
+                .new_source()
+                .map_err(|err| settings_error(config, &plugin.name, &err))?;
+            specs.push(SourceSpec {
+                name: plugin.name.clone(),
+                first,
+                build: Box::new(move || factory.new_source()),
+            });
+        }
+        Supervisor::spawn(specs, config.config.sources.clone(), publisher, runtime)
+    }
+
+    /// Starts a thread for each source in `specs`.
+    pub fn spawn(
+        specs: Vec<SourceSpec>,
+        settings: SourcesConfig,
+        publisher: Publisher,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Supervisor, StartError> {
         let stop = Arc::new(Stop::default());
         let (queue, receiver) = mpsc::channel(settings.queue);
         let mut statuses = Vec::new();
         let mut threads = Vec::new();
-        for (index, plugin) in registry.plugins().iter().filter(|p| p.source).enumerate() {
-            let first = plugin
-                .new_source()
-                .map_err(|err| settings_error(config, &plugin.name, &err))?;
+        for (index, spec) in specs.into_iter().enumerate() {
             let status = Arc::new(Status {
-                name: plugin.name.clone(),
+                name: spec.name.clone(),
                 up: AtomicBool::new(false),
                 changes: AtomicU64::new(0),
                 restarts: AtomicU64::new(0),
@@ -146,20 +166,21 @@ impl Supervisor {
             });
             let runner = Runner {
                 index,
-                factory: plugin.source_factory(),
+                build: spec.build,
                 status: status.clone(),
                 stop: stop.clone(),
                 queue: queue.clone(),
                 settings: settings.clone(),
             };
+            let first = spec.first;
             let thread = std::thread::Builder::new()
-                .name(format!("source-{}", plugin.name))
+                .name(format!("source-{}", spec.name))
                 .spawn(move || runner.run(first))
                 .map_err(|source| StartError::Io {
                     what: "cannot start a source thread",
                     source,
                 })?;
-            info!(source = %plugin.name, "source started");
+            info!(source = %spec.name, "source started");
             statuses.push(status);
             threads.push(thread);
         }
@@ -188,26 +209,55 @@ impl Supervisor {
         self.statuses
             .iter()
             .filter(|s| !s.up.load(Ordering::SeqCst))
-            .map(|s| match &*s.last_error.lock().unwrap_or_else(|e| e.into_inner()) {
-                Some(err) => format!("source `{}` is down: {err}", s.name),
-                None => format!("source `{}` is starting", s.name),
-            })
+            .map(
+                |s| match &*s.last_error.lock().unwrap_or_else(|e| e.into_inner()) {
+                    Some(err) => format!("source `{}` is down: {err}", s.name),
+                    None => format!("source `{}` is starting", s.name),
+                },
+            )
             .collect()
     }
 
     /// Appends the per-source metrics.
     pub fn render_metrics(&self, e: &mut Exposition) {
-        e.family("tagcast_source_up", "gauge", "1 while the source runs, 0 while it is down.");
+        e.family(
+            "tagcast_source_up",
+            "gauge",
+            "1 while the source runs, 0 while it is down.",
+        );
         for s in &self.statuses {
-            e.labelled("tagcast_source_up", "source", &s.name, u8::from(s.up.load(Ordering::SeqCst)));
+            e.labelled(
+                "tagcast_source_up",
+                "source",
+                &s.name,
+                u8::from(s.up.load(Ordering::SeqCst)),
+            );
         }
-        e.family("tagcast_source_changes_total", "counter", "Changes accepted from the source.");
+        e.family(
+            "tagcast_source_changes_total",
+            "counter",
+            "Changes accepted from the source.",
+        );
         for s in &self.statuses {
-            e.labelled("tagcast_source_changes_total", "source", &s.name, s.changes.load(Ordering::Relaxed));
+            e.labelled(
+                "tagcast_source_changes_total",
+                "source",
+                &s.name,
+                s.changes.load(Ordering::Relaxed),
+            );
         }
-        e.family("tagcast_source_restarts_total", "counter", "Restarts after the source failed.");
+        e.family(
+            "tagcast_source_restarts_total",
+            "counter",
+            "Restarts after the source failed.",
+        );
         for s in &self.statuses {
-            e.labelled("tagcast_source_restarts_total", "source", &s.name, s.restarts.load(Ordering::Relaxed));
+            e.labelled(
+                "tagcast_source_restarts_total",
+                "source",
+                &s.name,
+                s.restarts.load(Ordering::Relaxed),
+            );
         }
         e.family(
             "tagcast_source_last_error_info",
@@ -216,7 +266,12 @@ impl Supervisor {
         );
         for s in &self.statuses {
             if let Some(err) = &*s.last_error.lock().unwrap_or_else(|e| e.into_inner()) {
-                e.labelled2("tagcast_source_last_error_info", ("source", &s.name), ("error", err), 1);
+                e.labelled2(
+                    "tagcast_source_last_error_info",
+                    ("source", &s.name),
+                    ("error", err),
+                    1,
+                );
             }
         }
     }
@@ -250,7 +305,11 @@ impl Supervisor {
 }
 
 /// Hands emitted changes to the publisher until every emitter is dropped.
-async fn relay(mut receiver: mpsc::Receiver<Emitted>, publisher: Publisher, statuses: Vec<Arc<Status>>) {
+async fn relay(
+    mut receiver: mpsc::Receiver<Emitted>,
+    publisher: Publisher,
+    statuses: Vec<Arc<Status>>,
+) {
     while let Some(Emitted { source, change }) = receiver.recv().await {
         statuses[source].changes.fetch_add(1, Ordering::Relaxed);
         let author = match &change.author {
@@ -261,10 +320,20 @@ async fn relay(mut receiver: mpsc::Receiver<Emitted>, publisher: Publisher, stat
     }
 }
 
+/// A source to supervise: its first instance, and how to build another after a failure.
+pub struct SourceSpec {
+    /// The source's name (its plugin's).
+    pub name: String,
+    /// The instance to run first.
+    pub first: SourceBox,
+    /// Builds a fresh instance; called on the source's thread after each failure.
+    pub build: Box<dyn Fn() -> Result<SourceBox, PluginError> + Send>,
+}
+
 /// One source's thread.
 struct Runner {
     index: usize,
-    factory: SourceFactory,
+    build: Box<dyn Fn() -> Result<SourceBox, PluginError> + Send>,
     status: Arc<Status>,
     stop: Arc<Stop>,
     queue: mpsc::Sender<Emitted>,
@@ -279,7 +348,7 @@ impl Runner {
         while !self.stop.is_stopped() {
             let mut source = match next.take() {
                 Some(source) => source,
-                None => match self.factory.new_source() {
+                None => match (self.build)() {
                     Ok(source) => source,
                     Err(err) => {
                         self.failed(&name, &mut failures, err.to_string());
@@ -323,7 +392,11 @@ impl Runner {
         let delay = backoff(&self.settings, *failures);
         warn!(source = %name, error = %error, retry_in_ms = delay.as_millis() as u64,
             "source failed; restarting after backoff");
-        *self.status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        *self
+            .status
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(error);
         self.stop.wait(delay);
     }
 }
@@ -341,7 +414,227 @@ fn backoff(settings: &SourcesConfig, failures: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc as std_mpsc;
+
+    use tagcast_plugin_api::__private::{build_generator, build_source};
+    use tagcast_plugin_api::{
+        Change, Data, Error, Generator, Op, Options, Source, SourceContext, Tags, Value,
+    };
+
     use super::*;
+    use crate::chain::Chain;
+    use crate::hub::{Hub, Mailbox};
+    use crate::identity::Identity;
+
+    #[derive(serde::Deserialize)]
+    struct NoSettings {}
+
+    /// Tags `{"tag": "x"}` as `x`.
+    struct TagField;
+
+    impl Generator for TagField {
+        fn supports(&self, data: Value<'_>) -> bool {
+            data.get("tag").is_some()
+        }
+
+        fn generate(&self, data: Value<'_>, _: Options, tags: &mut Tags) -> Result<(), Error> {
+            tags.push(data.get("tag").and_then(|t| t.as_str()).unwrap_or_default());
+            Ok(())
+        }
+    }
+
+    /// Panics on its first `panics` runs (counted across rebuilds), then emits one change and
+    /// waits to be stopped. Reports the start of every run.
+    struct Flaky {
+        runs: Arc<AtomicUsize>,
+        panics: usize,
+        started: std_mpsc::Sender<Instant>,
+    }
+
+    impl Source for Flaky {
+        fn run(&mut self, ctx: &SourceContext) -> Result<(), Error> {
+            let _ = self.started.send(Instant::now());
+            let run = self.runs.fetch_add(1, Ordering::SeqCst);
+            if run < self.panics {
+                panic!("flaky source failed on run {run}");
+            }
+            let change = Change {
+                op: Op::Update,
+                data: Data::from_json_str(r#"{"tag": "t"}"#).expect("valid JSON"),
+                author: None,
+            };
+            if ctx.emit(change).is_err() {
+                return Ok(());
+            }
+            while !ctx.wait_stopped(Duration::from_secs(60)) {}
+            Ok(())
+        }
+    }
+
+    fn settings(initial_ms: u64, deadline_ms: u64) -> SourcesConfig {
+        SourcesConfig {
+            restart_initial_ms: initial_ms,
+            restart_max_ms: 10_000,
+            shutdown_deadline_ms: deadline_ms,
+            ..SourcesConfig::default()
+        }
+    }
+
+    fn publisher(hub: &Arc<Hub>) -> Publisher {
+        let generator = build_generator("tag-field", "", |_: NoSettings| Ok(TagField)).unwrap();
+        let chain = Chain::from_generators(vec![("tag-field".to_owned(), generator)]);
+        Publisher::new(Arc::new(chain), hub.clone())
+    }
+
+    fn flaky_spec(
+        panics: usize,
+        started: std_mpsc::Sender<Instant>,
+    ) -> (SourceSpec, Arc<AtomicUsize>) {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let make = {
+            let runs = runs.clone();
+            move || {
+                let (runs, started) = (runs.clone(), started.clone());
+                build_source("flaky", "", move |_: NoSettings| {
+                    Ok(Flaky {
+                        runs,
+                        panics,
+                        started,
+                    })
+                })
+                .map_err(|e| PluginError {
+                    plugin: "flaky".into(),
+                    kind: e.kind(),
+                    message: e.message().into(),
+                    key: ROption::RNone,
+                })
+            }
+        };
+        let spec = SourceSpec {
+            name: "flaky".to_owned(),
+            first: make().unwrap(),
+            build: Box::new(make),
+        };
+        (spec, runs)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn panicking_source_is_restarted_with_backoff_and_its_changes_still_flow() {
+        let hub = Arc::new(Hub::new(10));
+        let conn = hub.register(&Identity::anonymous()).unwrap();
+        hub.subscribe(&conn, &["t"], &mut Vec::new());
+        let (started_tx, started) = std_mpsc::channel();
+        let (spec, runs) = flaky_spec(3, started_tx);
+        let supervisor = Supervisor::spawn(
+            vec![spec],
+            settings(20, 5_000),
+            publisher(&hub),
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+
+        let starts: Vec<Instant> = tokio::task::spawn_blocking(move || {
+            (0..4)
+                .map(|_| {
+                    started
+                        .recv_timeout(Duration::from_secs(20))
+                        .expect("the source runs again")
+                })
+                .collect()
+        })
+        .await
+        .unwrap();
+        // Backoff doubles: at least 20, 40, 80 ms between the four runs.
+        for (i, pair) in starts.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(20 << i),
+                "restart {i} after only {gap:?}"
+            );
+        }
+
+        tokio::time::timeout(Duration::from_secs(20), conn.woken())
+            .await
+            .expect("the change arrives");
+        match conn.take() {
+            Mailbox::Frame(frame, _) => {
+                assert_eq!(&*frame.text, r#"{"type":"outdated","tags":["t"]}"#)
+            }
+            _ => panic!("expected one frame"),
+        }
+        let status = &supervisor.statuses[0];
+        assert_eq!(status.restarts.load(Ordering::SeqCst), 3);
+        assert_eq!(status.changes.load(Ordering::SeqCst), 1);
+        let last_error = status.last_error.lock().unwrap().clone().unwrap();
+        assert!(
+            last_error.contains("flaky source failed on run 2"),
+            "{last_error}"
+        );
+
+        supervisor.shutdown().await;
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
+        assert!(supervisor.threads.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_returns_within_the_deadline_even_if_a_source_ignores_it() {
+        /// Never looks at the stop signal: blocks until the test process ends.
+        struct Stubborn(std_mpsc::Receiver<()>);
+        impl Source for Stubborn {
+            fn run(&mut self, _: &SourceContext) -> Result<(), Error> {
+                let _ = self.0.recv();
+                Ok(())
+            }
+        }
+        let (_keep_blocked, blocked) = std_mpsc::channel::<()>();
+        let blocked = Mutex::new(Some(blocked));
+        let stubborn = build_source("stubborn", "", |_: NoSettings| {
+            Ok(Stubborn(
+                blocked.lock().unwrap().take().expect("built once"),
+            ))
+        })
+        .unwrap();
+        let (started_tx, started) = std_mpsc::channel();
+        let (polite, _) = flaky_spec(0, started_tx);
+        let specs = vec![
+            polite,
+            SourceSpec {
+                name: "stubborn".to_owned(),
+                first: stubborn,
+                build: Box::new(|| unreachable!("never rebuilt: it never fails")),
+            },
+        ];
+        let hub = Arc::new(Hub::new(10));
+        let supervisor = Supervisor::spawn(
+            specs,
+            settings(20, 300),
+            publisher(&hub),
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .expect("the polite source starts");
+
+        let began = Instant::now();
+        supervisor.shutdown().await;
+        let took = began.elapsed();
+        assert!(
+            took >= Duration::from_millis(300),
+            "returned before the deadline: {took:?}"
+        );
+        assert!(took < Duration::from_secs(10), "shutdown hung for {took:?}");
+        assert!(
+            !supervisor.statuses[0].up.load(Ordering::SeqCst),
+            "the polite source stopped"
+        );
+        assert!(
+            supervisor.statuses[1].up.load(Ordering::SeqCst),
+            "the stubborn one is still in run"
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
@@ -350,7 +643,9 @@ mod tests {
             restart_max_ms: 1_000,
             ..SourcesConfig::default()
         };
-        let delays: Vec<u64> = (1..=6).map(|n| backoff(&settings, n).as_millis() as u64).collect();
+        let delays: Vec<u64> = (1..=6)
+            .map(|n| backoff(&settings, n).as_millis() as u64)
+            .collect();
         assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
         assert_eq!(backoff(&settings, u32::MAX).as_millis(), 1_000);
     }

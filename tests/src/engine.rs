@@ -103,7 +103,10 @@ impl Engine {
         let mut child = Command::new(built("tagcast"))
             .args(["serve", "--log-format", "json", "--config"])
             .arg(path)
-            .env("RUST_LOG", std::env::var("TAGCAST_TEST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TAGCAST_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -188,7 +191,8 @@ impl Engine {
     /// POSTs JSON to `path`; returns the status and the parsed body.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let text = body.to_string();
-        self.request("POST", path, "application/json", text.as_bytes()).await
+        self.request("POST", path, "application/json", text.as_bytes())
+            .await
     }
 
     /// GETs `path`; returns the status and the body text.
@@ -198,15 +202,32 @@ impl Engine {
     }
 
     /// Sends one HTTP/1.1 request; returns the status and the body parsed as JSON.
-    pub async fn request(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
-        let (status, body) = self.raw_request(method, path, Some(content_type), body).await;
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let (status, body) = self
+            .raw_request(method, path, Some(content_type), body)
+            .await;
         let value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!("{method} {path}: body is not JSON ({e}): {}", String::from_utf8_lossy(&body))
+            panic!(
+                "{method} {path}: body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&body)
+            )
         });
         (status, value)
     }
 
-    async fn raw_request(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
+    async fn raw_request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Vec<u8>) {
         let run = async {
             let mut stream = TcpStream::connect(self.addr).await.expect("engine accepts");
             let mut head = format!(
@@ -218,10 +239,16 @@ impl Engine {
                 head.push_str(&format!("Content-Type: {ct}\r\n"));
             }
             head.push_str("\r\n");
-            stream.write_all(head.as_bytes()).await.expect("request written");
+            stream
+                .write_all(head.as_bytes())
+                .await
+                .expect("request written");
             stream.write_all(body).await.expect("body written");
             let mut response = Vec::new();
-            stream.read_to_end(&mut response).await.expect("response read");
+            stream
+                .read_to_end(&mut response)
+                .await
+                .expect("response read");
             parse_response(&response)
         };
         tokio::time::timeout(PATIENCE, run)
@@ -264,17 +291,18 @@ fn parse_response(raw: &[u8]) -> (u16, Vec<u8>) {
         .and_then(|s| s.parse().ok())
         .expect("response has a status");
     let body = &raw[split + 4..];
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
     if !chunked {
         return (status, body.to_vec());
     }
     let mut out = Vec::new();
     let mut rest = body;
-    loop {
-        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -313,15 +341,19 @@ impl Client {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
         let stream = socket.connect(engine.addr).await.expect("engine accepts");
-        let (ws, _) = tokio_tungstenite::client_async(engine.ws_url(user), MaybeTlsStream::Plain(stream))
-            .await
-            .expect("WebSocket handshake");
+        let (ws, _) =
+            tokio_tungstenite::client_async(engine.ws_url(user), MaybeTlsStream::Plain(stream))
+                .await
+                .expect("WebSocket handshake");
         Client { ws }
     }
 
     /// Sends a raw text frame.
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.into())).await.expect("frame sent");
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("frame sent");
     }
 
     /// Sends a raw message.
@@ -335,7 +367,9 @@ impl Client {
             loop {
                 match self.ws.next().await {
                     Some(Ok(Message::Text(t))) => {
-                        return Event::Frame(serde_json::from_str(&t).expect("server frames are JSON"))
+                        return Event::Frame(
+                            serde_json::from_str(&t).expect("server frames are JSON"),
+                        )
                     }
                     Some(Ok(Message::Close(frame))) => return Event::Closed(frame),
                     Some(Ok(_)) => continue,
@@ -370,13 +404,19 @@ impl Client {
         let frame = serde_json::json!({"type": "unsubscribe", "tags": tags});
         self.send_text(&frame.to_string()).await;
         let ack = self.next_frame().await;
-        assert_eq!(ack, serde_json::json!({"type": "unsubscribed", "tags": tags}));
+        assert_eq!(
+            ack,
+            serde_json::json!({"type": "unsubscribed", "tags": tags})
+        );
     }
 
     /// The tags of the next frame, which must be `outdated`.
     pub async fn next_outdated(&mut self) -> Vec<String> {
         let frame = self.next_frame().await;
-        assert_eq!(frame["type"], "outdated", "expected an outdated frame, got {frame}");
+        assert_eq!(
+            frame["type"], "outdated",
+            "expected an outdated frame, got {frame}"
+        );
         frame["tags"]
             .as_array()
             .expect("outdated has tags")

@@ -30,7 +30,9 @@ async fn change(engine: &Engine, author: Option<&str>, op: &str, id: u64) -> Vec
 
 /// Publishes the sentinel and checks it is the next (and only) thing `client` receives.
 async fn assert_nothing_before_sentinel(engine: &Engine, client: &mut Client) {
-    let (status, _) = engine.post("/v1/publish", &json!({"tags": [SENTINEL]})).await;
+    let (status, _) = engine
+        .post("/v1/publish", &json!({"tags": [SENTINEL]}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(client.next_outdated().await, [SENTINEL]);
 }
@@ -61,7 +63,10 @@ async fn untracked_tags_never_arrive() {
 
     change(&engine, Some("alice"), "update", 43).await;
     let (status, _) = engine
-        .post("/v1/publish", &json!({"author": "carol", "tags": ["user_tasks_9", "other"]}))
+        .post(
+            "/v1/publish",
+            &json!({"author": "carol", "tags": ["user_tasks_9", "other"]}),
+        )
         .await;
     assert_eq!(status, 200);
 
@@ -112,7 +117,10 @@ async fn anonymous_publish_reaches_everyone_tracking() {
     let mut alice = Client::connect(&engine, Some("alice")).await;
     alice.subscribe(&["user_tasks_7"]).await;
     let (status, reply) = engine
-        .post("/v1/publish", &json!({"author": null, "tags": ["user_tasks_7"]}))
+        .post(
+            "/v1/publish",
+            &json!({"author": null, "tags": ["user_tasks_7"]}),
+        )
         .await;
     assert_eq!((status, reply), (200, json!({"tags": ["user_tasks_7"]})));
     assert_eq!(alice.next_outdated().await, ["user_tasks_7"]);
@@ -136,15 +144,24 @@ async fn bad_frames_get_errors_and_the_connection_keeps_working() {
         (r#"{"type": "dance", "tags": ["a"]}"#, "unknown_type"),
         (r#"{"type": "subscribe", "tags": ["a", 7]}"#, "invalid_tag"),
         (r#"{"type": "subscribe", "tags": [""]}"#, "invalid_tag"),
-        (r#"{"type": "subscribe", "tags": ["a-tag-that-is-far-too-long"]}"#, "tag_too_long"),
-        (r#"{"type": "subscribe", "tags": ["a", "b", "c", "d"]}"#, "too_many_tags"),
+        (
+            r#"{"type": "subscribe", "tags": ["a-tag-that-is-far-too-long"]}"#,
+            "tag_too_long",
+        ),
+        (
+            r#"{"type": "subscribe", "tags": ["a", "b", "c", "d"]}"#,
+            "too_many_tags",
+        ),
     ];
     for (frame, code) in cases {
         bad.send_text(frame).await;
         let reply = bad.next_frame().await;
         assert_eq!(reply["type"], "error", "{frame} → {reply}");
         assert_eq!(reply["code"], code, "{frame} → {reply}");
-        assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()), "{reply}");
+        assert!(
+            reply["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{reply}"
+        );
     }
     bad.send(Message::Binary(vec![1, 2, 3].into())).await;
     assert_eq!(bad.next_frame().await["code"], "binary_not_supported");
@@ -162,7 +179,9 @@ async fn bad_frames_get_errors_and_the_connection_keeps_working() {
 
 #[tokio::test]
 async fn frame_over_the_size_limit_closes_with_1009() {
-    let engine = Engine::start(&format!("[limits]\nmax_frame_bytes = 1024\n{BUNDLED_PLUGINS}"));
+    let engine = Engine::start(&format!(
+        "[limits]\nmax_frame_bytes = 1024\n{BUNDLED_PLUGINS}"
+    ));
     let mut client = Client::connect(&engine, None).await;
     let big = format!(r#"{{"type":"subscribe","tags":["{}"]}}"#, "x".repeat(2000));
     client.send_text(&big).await;
@@ -177,7 +196,9 @@ async fn frame_over_the_size_limit_closes_with_1009() {
 
 #[tokio::test]
 async fn connections_beyond_the_per_user_limit_are_closed_with_1008() {
-    let engine = Engine::start(&format!("[limits]\nmax_connections_per_user = 2\n{BUNDLED_PLUGINS}"));
+    let engine = Engine::start(&format!(
+        "[limits]\nmax_connections_per_user = 2\n{BUNDLED_PLUGINS}"
+    ));
     let mut first = Client::connect(&engine, Some("alice")).await;
     let _second = Client::connect(&engine, Some("alice")).await;
     let mut third = Client::connect(&engine, Some("alice")).await;
@@ -192,13 +213,52 @@ async fn connections_beyond_the_per_user_limit_are_closed_with_1008() {
 
 #[tokio::test]
 async fn http_errors_are_json_with_fitting_statuses() {
-    let engine = Engine::start(&format!("[limits]\nmax_body_bytes = 100\n{BUNDLED_PLUGINS}"));
-    let cases: [(&str, &str, &str, &[u8], u16, &str); 6] = [
-        ("POST", "/v1/changes", "application/json", b"{nope", 400, "invalid_json"),
-        ("POST", "/v1/changes", "application/json", br#"{"changes": [{"op": "explode", "data": {}}]}"#, 422, "invalid_request"),
-        ("POST", "/v1/tags", "text/plain", b"{}", 415, "unsupported_media_type"),
-        ("POST", "/v1/publish", "application/json", &[b' '; 200], 413, "payload_too_large"),
-        ("GET", "/v1/changes", "application/json", b"", 405, "method_not_allowed"),
+    let engine = Engine::start(&format!(
+        "[limits]\nmax_body_bytes = 100\n{BUNDLED_PLUGINS}"
+    ));
+    /// Method, path, content type, body, expected status and error code.
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [u8], u16, &'a str);
+    let cases: [Case; 6] = [
+        (
+            "POST",
+            "/v1/changes",
+            "application/json",
+            b"{nope",
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/v1/changes",
+            "application/json",
+            br#"{"changes": [{"op": "explode", "data": {}}]}"#,
+            422,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/tags",
+            "text/plain",
+            b"{}",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            "application/json",
+            &[b' '; 200],
+            413,
+            "payload_too_large",
+        ),
+        (
+            "GET",
+            "/v1/changes",
+            "application/json",
+            b"",
+            405,
+            "method_not_allowed",
+        ),
         ("GET", "/nowhere", "application/json", b"", 404, "not_found"),
     ];
     for (method, path, content_type, body, status, code) in cases {
@@ -214,7 +274,10 @@ async fn tags_endpoint_gives_the_tags_a_page_tracks() {
     let data = json!({"class": "App\\Entity\\Task", "id": 42,
         "owner": {"class": "App\\Entity\\User", "id": 7}});
     let (status, reply) = engine
-        .post("/v1/tags", &json!({"data": data, "collection": true, "nested": true}))
+        .post(
+            "/v1/tags",
+            &json!({"data": data, "collection": true, "nested": true}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(reply["tags"], json!([TASK_42, TASKS, "App_Entity_User_7"]));
@@ -244,7 +307,10 @@ async fn health_readiness_and_metrics_are_served() {
         "tagcast_delivery_latency_seconds_count 1",
         "tagcast_generation_errors_total{plugin=\"entity-tags\"} 0",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
     }
 }
 
@@ -312,7 +378,9 @@ async fn slow_reader_gets_a_few_merged_frames_and_server_memory_stays_flat() {
     let rss_after_20k = engine.rss_kib();
 
     // Now read: a few frames, together naming every changed tag, then the sentinel.
-    let (status, _) = engine.post("/v1/publish", &json!({"tags": [SENTINEL]})).await;
+    let (status, _) = engine
+        .post("/v1/publish", &json!({"tags": [SENTINEL]}))
+        .await;
     assert_eq!(status, 200);
     let mut frames = 0;
     let mut seen = std::collections::BTreeSet::new();
@@ -329,7 +397,10 @@ async fn slow_reader_gets_a_few_merged_frames_and_server_memory_stays_flat() {
     assert_eq!(seen, expected);
     // What the kernel's socket buffers took before the server saw the reader stall comes
     // as separate frames; everything after that is merged.
-    assert!(frames < 1_000, "{frames} frames for 20,000 changes: not coalesced");
+    assert!(
+        frames < 1_000,
+        "{frames} frames for 20,000 changes: not coalesced"
+    );
     let growth = rss_after_20k.saturating_sub(rss_before);
     assert!(
         growth < 3 * 1024,

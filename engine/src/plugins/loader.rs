@@ -110,7 +110,9 @@ fn layout_summary(report: &str) -> String {
         .filter(|l| {
             let lower = l.to_ascii_lowercase();
             !l.is_empty()
-                && (lower.contains("error") || lower.contains("expected") || lower.contains("found"))
+                && (lower.contains("error")
+                    || lower.contains("expected")
+                    || lower.contains("found"))
         })
         .collect();
     lines.dedup();
@@ -118,7 +120,9 @@ fn layout_summary(report: &str) -> String {
     lines.truncate(KEY_LINES);
     let mut summary = lines.join(" | ");
     if more > 0 {
-        summary.push_str(&format!(" | ... ({more} more; run with RUST_LOG=debug for the full report)"));
+        summary.push_str(&format!(
+            " | ... ({more} more; run with RUST_LOG=debug for the full report)"
+        ));
     }
     if summary.is_empty() {
         summary = "see the full report with RUST_LOG=debug".to_owned();
@@ -139,7 +143,10 @@ mod tests {
         let err = open(&path).err().expect("a text file must be refused");
         let text = err.to_string();
         assert!(matches!(err, OpenError::NotAPlugin { .. }), "{text}");
-        assert!(text.contains("libfake.so") && text.contains("cannot open"), "{text}");
+        assert!(
+            text.contains("libfake.so") && text.contains("cannot open"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -146,7 +146,9 @@ impl Registry {
 impl Plugin {
     /// Builds the plugin's generator from its settings.
     pub fn new_generator(&self) -> Result<GeneratorBox, PluginError> {
-        into_result((self.module.new_generator())(RStr::from_str(&self.settings)))
+        into_result((self.module.new_generator())(RStr::from_str(
+            &self.settings,
+        )))
     }
 
     /// Builds a fresh instance of the plugin's source from its settings.
@@ -225,7 +227,8 @@ fn resolve_library(
     name: &str,
     library: Option<&str>,
 ) -> Result<PathBuf, ConfigError> {
-    let is_path = library.is_some_and(|l| l.contains('/') || l.ends_with(std::env::consts::DLL_SUFFIX));
+    let is_path =
+        library.is_some_and(|l| l.contains('/') || l.ends_with(std::env::consts::DLL_SUFFIX));
     let path = match library {
         Some(l) if is_path => config.base_dir().join(l),
         Some(l) => plugin_dir.join(library_file_name(l)),

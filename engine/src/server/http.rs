@@ -39,7 +39,11 @@ pub fn router(state: Arc<State>, demo: bool) -> Router {
         .route("/metrics", get(metrics))
         .route("/client/content-manager.js", get(content_manager))
         .with_state(state);
-    let app = if demo { api.merge(crate::demo::routes()) } else { api };
+    let app = if demo {
+        api.merge(crate::demo::routes())
+    } else {
+        api
+    };
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -130,7 +134,11 @@ impl<T: DeserializeOwned> FromRequest<Arc<State>> for ApiJson<T> {
             if err.is_data() {
                 ApiError::invalid(err.to_string())
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {err}"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("invalid JSON: {err}"),
+                )
             }
         })
     }
@@ -198,9 +206,10 @@ async fn changes(
 ) -> Json<TagsResponse> {
     let mut all: Vec<String> = Vec::new();
     for change in &req.changes {
-        let tags = state
-            .publisher
-            .publish_change(req.author.as_deref(), change.op.into(), &change.data);
+        let tags =
+            state
+                .publisher
+                .publish_change(req.author.as_deref(), change.op.into(), &change.data);
         for tag in tags {
             if !all.contains(&tag) {
                 all.push(tag);
@@ -221,7 +230,9 @@ async fn publish(
             bad.len()
         )));
     }
-    state.publisher.publish_tags(req.author.as_deref(), &req.tags);
+    state
+        .publisher
+        .publish_tags(req.author.as_deref(), &req.tags);
     Ok(Json(TagsResponse { tags: req.tags }))
 }
 
@@ -259,35 +270,67 @@ async fn readyz(Shared(state): Shared<Arc<State>>) -> Response {
 async fn metrics(Shared(state): Shared<Arc<State>>) -> Response {
     let hub = &state.hub.stats;
     let mut e = Exposition::default();
-    e.family("tagcast_connections", "gauge", "Open WebSocket connections.")
-        .sample("tagcast_connections", hub.connections.load(Ordering::Relaxed))
-        .family("tagcast_subscriptions", "gauge", "Tags tracked, summed over connections.")
-        .sample("tagcast_subscriptions", hub.subscriptions.load(Ordering::Relaxed))
-        .family("tagcast_tags", "gauge", "Distinct tags tracked by at least one connection.")
-        .sample("tagcast_tags", state.hub.distinct_tags())
-        .family("tagcast_changes_received_total", "counter", "Changes published.")
-        .sample("tagcast_changes_received_total", hub.changes.load(Ordering::Relaxed))
-        .family("tagcast_tags_published_total", "counter", "Tags published, counted per change.")
-        .sample("tagcast_tags_published_total", hub.tags_published.load(Ordering::Relaxed))
-        .family(
-            "tagcast_notifications_delivered_total",
-            "counter",
-            "Outdated frames written to connections.",
-        )
-        .sample(
-            "tagcast_notifications_delivered_total",
-            state.deliveries.notifications.load(Ordering::Relaxed),
-        )
-        .histogram(
-            "tagcast_delivery_latency_seconds",
-            "Time from a change's arrival to its frame being written to a connection.",
-            &state.deliveries,
-        )
-        .family(
-            "tagcast_generation_errors_total",
-            "counter",
-            "Failed or panicked tag generations, per plugin.",
-        );
+    e.family(
+        "tagcast_connections",
+        "gauge",
+        "Open WebSocket connections.",
+    )
+    .sample(
+        "tagcast_connections",
+        hub.connections.load(Ordering::Relaxed),
+    )
+    .family(
+        "tagcast_subscriptions",
+        "gauge",
+        "Tags tracked, summed over connections.",
+    )
+    .sample(
+        "tagcast_subscriptions",
+        hub.subscriptions.load(Ordering::Relaxed),
+    )
+    .family(
+        "tagcast_tags",
+        "gauge",
+        "Distinct tags tracked by at least one connection.",
+    )
+    .sample("tagcast_tags", state.hub.distinct_tags())
+    .family(
+        "tagcast_changes_received_total",
+        "counter",
+        "Changes published.",
+    )
+    .sample(
+        "tagcast_changes_received_total",
+        hub.changes.load(Ordering::Relaxed),
+    )
+    .family(
+        "tagcast_tags_published_total",
+        "counter",
+        "Tags published, counted per change.",
+    )
+    .sample(
+        "tagcast_tags_published_total",
+        hub.tags_published.load(Ordering::Relaxed),
+    )
+    .family(
+        "tagcast_notifications_delivered_total",
+        "counter",
+        "Outdated frames written to connections.",
+    )
+    .sample(
+        "tagcast_notifications_delivered_total",
+        state.deliveries.notifications.load(Ordering::Relaxed),
+    )
+    .histogram(
+        "tagcast_delivery_latency_seconds",
+        "Time from a change's arrival to its frame being written to a connection.",
+        &state.deliveries,
+    )
+    .family(
+        "tagcast_generation_errors_total",
+        "counter",
+        "Failed or panicked tag generations, per plugin.",
+    );
     for (plugin, count) in state.publisher.chain().error_counts() {
         e.labelled("tagcast_generation_errors_total", "plugin", plugin, count);
     }
@@ -310,7 +353,11 @@ async fn content_manager() -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/protocol.md")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see docs/protocol.md",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -111,7 +111,11 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, ApiError> {
             "/ws is a WebSocket endpoint; connect with a WebSocket client",
         ));
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -123,7 +127,11 @@ fn handshake_key(headers: &HeaderMap) -> Result<String, ApiError> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "Sec-WebSocket-Key is missing")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Sec-WebSocket-Key is missing",
+            )
         })
 }
 
@@ -316,7 +324,10 @@ fn handle_text(
         Err(err) => return error_frame("invalid_json", &format!("the frame is not JSON: {err}")),
     };
     let Some(kind) = value.get("type").and_then(Value::as_str) else {
-        return error_frame("invalid_frame", "a frame is a JSON object with a string `type`");
+        return error_frame(
+            "invalid_frame",
+            "a frame is a JSON object with a string `type`",
+        );
     };
     if kind != "subscribe" && kind != "unsubscribe" {
         return error_frame(
