@@ -200,7 +200,9 @@ impl<'a> Value<'a> {
             // Writing to a String cannot fail.
             NodeKind::Int => write!(out, "{}", n.payload as i64).expect("write to String"),
             NodeKind::UInt => write!(out, "{}", n.payload).expect("write to String"),
-            NodeKind::Float => write!(out, "{}", f64::from_bits(n.payload)).expect("write to String"),
+            NodeKind::Float => {
+                write!(out, "{}", f64::from_bits(n.payload)).expect("write to String")
+            }
             _ => return false,
         }
         true

@@ -184,6 +184,9 @@ macro_rules! export_plugin {
 mod tests {
     #[test]
     fn root_symbol_matches_abi_stable() {
-        assert_eq!(super::ROOT_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
+        assert_eq!(
+            super::ROOT_SYMBOL,
+            abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
     }
 }

@@ -27,14 +27,19 @@ pub(crate) fn install_quiet_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         panic::set_hook(Box::new(|info| {
-            let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
             LAST_PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
         }));
     });
 }
 
 /// Runs `f`, converting its error or its panic into a [`PluginError`] naming `plugin`.
-pub(crate) fn guarded<T>(plugin: &str, f: impl FnOnce() -> Result<T, Error>) -> RResult<T, PluginError> {
+pub(crate) fn guarded<T>(
+    plugin: &str,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> RResult<T, PluginError> {
     // AssertUnwindSafe: after a panic the host only reads the returned error; a generator
     // whose own state a panic left inconsistent is the plugin's concern, as in any Rust code.
     let outcome = panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
