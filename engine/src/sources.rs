@@ -75,16 +75,10 @@ impl Stop {
     }
 }
 
-/// A change on its way from a source thread to the relay task.
-struct Emitted {
-    source: usize,
-    change: ChangeAbi,
-}
-
 /// The host's side of a running source, handed to the plugin.
 struct Emitter {
-    source: usize,
-    queue: mpsc::Sender<Emitted>,
+    status: Arc<Status>,
+    queue: mpsc::Sender<ChangeAbi>,
     stop: Arc<Stop>,
 }
 
@@ -95,12 +89,14 @@ impl EmitterAbi for Emitter {
         }
         // Source threads are plain threads outside the runtime, where blocking is allowed;
         // the relay task drains the queue until every source thread has ended.
-        match self.queue.blocking_send(Emitted {
-            source: self.source,
-            change,
-        }) {
+        // Counted before the hand-over, so the count never trails what was published.
+        self.status.changes.fetch_add(1, Ordering::SeqCst);
+        match self.queue.blocking_send(change) {
             Ok(()) => EmitStatus::Accepted,
-            Err(_) => EmitStatus::Stopped,
+            Err(_) => {
+                self.status.changes.fetch_sub(1, Ordering::SeqCst);
+                EmitStatus::Stopped
+            }
         }
     }
 
@@ -156,7 +152,7 @@ impl Supervisor {
         let (queue, receiver) = mpsc::channel(settings.queue);
         let mut statuses = Vec::new();
         let mut threads = Vec::new();
-        for (index, spec) in specs.into_iter().enumerate() {
+        for spec in specs {
             let status = Arc::new(Status {
                 name: spec.name.clone(),
                 up: AtomicBool::new(false),
@@ -165,7 +161,6 @@ impl Supervisor {
                 last_error: Mutex::new(None),
             });
             let runner = Runner {
-                index,
                 build: spec.build,
                 status: status.clone(),
                 stop: stop.clone(),
@@ -185,7 +180,7 @@ impl Supervisor {
             threads.push(thread);
         }
         drop(queue);
-        runtime.spawn(relay(receiver, publisher, statuses.clone()));
+        runtime.spawn(relay(receiver, publisher));
         Ok(Supervisor {
             statuses,
             stop,
@@ -305,13 +300,8 @@ impl Supervisor {
 }
 
 /// Hands emitted changes to the publisher until every emitter is dropped.
-async fn relay(
-    mut receiver: mpsc::Receiver<Emitted>,
-    publisher: Publisher,
-    statuses: Vec<Arc<Status>>,
-) {
-    while let Some(Emitted { source, change }) = receiver.recv().await {
-        statuses[source].changes.fetch_add(1, Ordering::Relaxed);
+async fn relay(mut receiver: mpsc::Receiver<ChangeAbi>, publisher: Publisher) {
+    while let Some(change) = receiver.recv().await {
         let author = match &change.author {
             ROption::RSome(a) => Some(a.as_str()),
             ROption::RNone => None,
@@ -332,11 +322,10 @@ pub struct SourceSpec {
 
 /// One source's thread.
 struct Runner {
-    index: usize,
     build: Box<dyn Fn() -> Result<SourceBox, PluginError> + Send>,
     status: Arc<Status>,
     stop: Arc<Stop>,
-    queue: mpsc::Sender<Emitted>,
+    queue: mpsc::Sender<ChangeAbi>,
     settings: SourcesConfig,
 }
 
@@ -358,7 +347,7 @@ impl Runner {
             };
             let emitter = EmitterAbi_TO::from_value(
                 Emitter {
-                    source: self.index,
+                    status: self.status.clone(),
                     queue: self.queue.clone(),
                     stop: self.stop.clone(),
                 },
@@ -382,7 +371,12 @@ impl Runner {
                 Err(err) => self.failed(&name, &mut failures, err.to_string()),
             }
         }
-        info!(source = %name, "source stopped");
+        info!(
+            source = %name,
+            changes = self.status.changes.load(Ordering::SeqCst),
+            restarts = self.status.restarts.load(Ordering::SeqCst),
+            "source stopped"
+        );
     }
 
     /// Records a failure and waits out the backoff (or a stop request).
