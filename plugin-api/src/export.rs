@@ -129,18 +129,47 @@ pub fn not_provided(plugin: &str, what: &str) -> Error {
     Error::new(format!("plugin `{plugin}` provides no {what}"))
 }
 
-/// Exports a plugin library's root module. Invoke once, at the crate root of a `cdylib`:
+/// Exports a plugin library's root module. Invoke once, at the crate root of a `cdylib`,
+/// with the plugin's name and a constructor for its generator, its source, or both; each
+/// constructor takes the plugin's settings type, deserialized from its `settings` table
+/// (make it `#[serde(deny_unknown_fields)]` so that typos are start-up errors):
 ///
-/// ```ignore
-/// tagcast_plugin_api::export_plugin! {
-///     name: "my-tags",
-///     generator: MyGenerator::new, // fn(MyConfig) -> Result<MyGenerator, Error>
-///     source: MySource::new,       // optional, likewise
-/// }
 /// ```
+/// use serde::Deserialize;
+/// use tagcast_plugin_api::{export_plugin, Error, Generator, Options, Tags, Value};
 ///
-/// The config type of each constructor is deserialized from the plugin's `settings` table;
-/// make it `#[serde(deny_unknown_fields)]` so that typos are start-up errors.
+/// #[derive(Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// pub struct Settings {
+///     prefix: String,
+/// }
+///
+/// pub struct Prefixed(String);
+///
+/// impl Prefixed {
+///     pub fn new(settings: Settings) -> Result<Prefixed, Error> {
+///         Ok(Prefixed(settings.prefix))
+///     }
+/// }
+///
+/// impl Generator for Prefixed {
+///     fn supports(&self, data: Value<'_>) -> bool {
+///         data.get("id").is_some()
+///     }
+///
+///     fn generate(&self, data: Value<'_>, _: Options, tags: &mut Tags) -> Result<(), Error> {
+///         let mut tag = self.0.clone();
+///         if let Some(id) = data.get("id") {
+///             id.write_scalar(&mut tag);
+///         }
+///         tags.push(tag);
+///         Ok(())
+///     }
+/// }
+///
+/// export_plugin! { name: "prefixed", generator: Prefixed::new }
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
     (name: $name:expr $(, generator: $generator:expr)? $(, source: $source:expr)? $(,)?) => {

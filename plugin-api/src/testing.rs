@@ -2,9 +2,34 @@
 //! generator in the same ABI object the engine calls, so panics and errors come back exactly
 //! as the engine would see them.
 //!
-//! ```ignore
-//! let gen = testing::generator("my-tags", MyGenerator::new, r#"field = "id""#).unwrap();
+//! ```
+//! use serde::Deserialize;
+//! use tagcast_plugin_api::{testing, Error, Generator, Options, Tags, Value};
+//!
+//! #[derive(Deserialize)]
+//! struct Settings {
+//!     field: String,
+//! }
+//!
+//! struct Field(String);
+//!
+//! impl Generator for Field {
+//!     fn supports(&self, data: Value<'_>) -> bool {
+//!         data.get(&self.0).is_some()
+//!     }
+//!
+//!     fn generate(&self, data: Value<'_>, _: Options, tags: &mut Tags) -> Result<(), Error> {
+//!         let mut tag = String::from("my_");
+//!         data.get(&self.0).map(|v| v.write_scalar(&mut tag));
+//!         tags.push(tag);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let gen = testing::generator("my-tags", |s: Settings| Ok(Field(s.field)), r#"field = "id""#)
+//!     .unwrap();
 //! assert_eq!(gen.tags(r#"{"id": 1}"#, Options::default()).unwrap(), ["my_1"]);
+//! assert!(gen.tags(r#"{"other": 1}"#, Options::default()).unwrap().is_empty());
 //! ```
 
 use abi_stable::std_types::{RResult, RVec};
