@@ -193,7 +193,7 @@ pub struct LoadedConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -201,12 +201,15 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML, or has an unknown key or a bad value.
-    #[error("{}: {}", path.display(), source.to_string().trim_end())]
+    #[error("{}: {table}{}", path.display(), detail.trim_end())]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The toml crate's error, with line and column.
-        source: toml::de::Error,
+        /// `in [plugins.x]: ` when the error lies inside a plugin's table, else empty: toml's
+        /// message quotes the line, not the table it sits in.
+        table: String,
+        /// The toml crate's message, with line and column.
+        detail: String,
     },
     /// The file parses but does not make sense.
     #[error("{}: {location}{message}", path.display())]
@@ -245,9 +248,14 @@ impl LoadedConfig {
 
     /// Parses and validates `text`, read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<LoadedConfig, ConfigError> {
-        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let config: Config = toml::from_str(&text).map_err(|err| ConfigError::Parse {
             path: path.to_owned(),
-            source,
+            table: err
+                .span()
+                .and_then(|span| plugin_table_at(&text, span.start))
+                .map(|name| format!("in [plugins.{name}]: "))
+                .unwrap_or_default(),
+            detail: err.to_string(),
         })?;
         let loaded = LoadedConfig {
             path: path.to_owned(),
@@ -362,6 +370,26 @@ impl LoadedConfig {
     }
 }
 
+/// The name of the `[plugins.<name>]` table whose span holds byte `offset`, if any.
+fn plugin_table_at(text: &str, offset: usize) -> Option<String> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let (_, plugins) = doc
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == "plugins")?;
+    let toml::de::DeValue::Table(plugins) = plugins.get_ref() else {
+        return None;
+    };
+    // A table's span covers its header or its inline body; a key inside a `[plugins.x]`
+    // section lies after that header and before the next one, so the last table starting
+    // at or before `offset` is the one.
+    plugins
+        .iter()
+        .filter(|(k, _)| k.span().start <= offset)
+        .max_by_key(|(k, _)| k.span().start)
+        .map(|(k, _)| k.get_ref().to_string())
+}
+
 /// 1-based line and column of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -405,6 +433,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("libary") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_plugin_table_names_the_plugin() {
+        let err = parse("[plugins.a]\n[plugins.b]\nlibary = \"x\"\n[server]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml: in [plugins.b]: "), "{err}");
+        let err = parse("[server]\nlisen = 1\n").unwrap_err().to_string();
+        assert!(!err.contains("in [plugins"), "{err}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub enum StartError {
     #[error(transparent)]
     Plugins(#[from] LoadError),
     /// An operating-system resource could not be had.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: &'static str,
@@ -42,7 +42,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The listener cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The configured address.
         addr: std::net::SocketAddr,
@@ -83,5 +83,24 @@ impl Engine {
             registry,
             chain,
         })
+    }
+
+    /// Builds every enabled plugin's generator and source once, so that bad settings of a
+    /// plugin outside the chain, or of a source, are found now and not when first used.
+    /// Sources are only built, never run.
+    pub fn check_plugins(&self) -> Result<(), StartError> {
+        for plugin in self.registry.plugins() {
+            if plugin.generator {
+                plugin
+                    .new_generator()
+                    .map_err(|err| plugins::settings_error(&self.config, &plugin.name, &err))?;
+            }
+            if plugin.source {
+                plugin
+                    .new_source()
+                    .map_err(|err| plugins::settings_error(&self.config, &plugin.name, &err))?;
+            }
+        }
+        Ok(())
     }
 }

@@ -167,12 +167,14 @@ fn plugins(config: &std::path::Path) -> Result<(), Failure> {
 
 fn check(config: &std::path::Path) -> Result<(), Failure> {
     let engine = Engine::load(config)?;
+    engine.check_plugins()?;
     let count = engine.registry.plugins().len();
     let generators: Vec<&str> = engine.chain.plugins().collect();
     writeln!(
         io::stdout().lock(),
-        "{}: ok ({count} plugins loaded; chain: {})",
+        "{}: ok ({count} plugin{} loaded; chain: {})",
         config.display(),
+        if count == 1 { "" } else { "s" },
         if generators.is_empty() {
             "empty".to_owned()
         } else {

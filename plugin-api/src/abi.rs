@@ -2,10 +2,12 @@
 //! collections, serde, tokio or tracing types. Plugin authors never touch this module; the
 //! engine uses it to load and call plugins.
 //!
-//! Evolving it: the root module and every trait object are prefix types, so a later minor
-//! version of plugin-api may append fields and methods (marked `last_prefix_field` moves to
-//! the new last one) and still load plugins built against an earlier minor version. Anything
-//! else (a changed signature, a reordered field, a new enum variant) is a new major version.
+//! Evolving it: the root module and every trait object are prefix types. A later minor
+//! version of plugin-api may append fields and methods *after* the one marked
+//! `last_prefix_field` (that mark never moves: moving it is a breaking change); the engine
+//! reads appended fields as optional, so plugins built against an earlier minor version still
+//! load. Anything else (a changed signature, a reordered field, a new enum variant) is a new
+//! major version.
 
 // abi_stable's derives and `sabi_trait` expand to unsafe impls and calls, and to impls the
 // newer `non_local_definitions` lint flags; both are how the crate is meant to be used.

@@ -2,3 +2,4 @@
 //! clients that talk to it the way browsers and backends do.
 
 pub mod engine;
+pub mod plugin_fixtures;

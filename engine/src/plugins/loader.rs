@@ -86,8 +86,7 @@ pub fn open(path: &Path) -> Result<OpenedLibrary, OpenError> {
                 debug!(library = %path.display(), report = %report, "full layout report");
                 incompatible(format!(
                     "its plugin-api types differ in layout from this engine's (built against \
-                     an altered or different plugin-api); rebuild it against plugin-api {}. \
-                     Differences: {}",
+                     an altered or different plugin-api); rebuild it against plugin-api {}: {}",
                     tagcast_plugin_api::API_VERSION,
                     layout_summary(&report)
                 ))
@@ -101,31 +100,53 @@ pub fn open(path: &Path) -> Result<OpenedLibrary, OpenError> {
     Ok(OpenedLibrary { module, manifest })
 }
 
-/// The key lines of abi_stable's layout report, which can run to thousands of lines.
+/// What differs, from abi_stable's layout report, which can run to thousands of lines: each
+/// `Error:` entry at its end, with the type it concerns (the innermost type whose layouts
+/// were compared) and the expected and found values.
 fn layout_summary(report: &str) -> String {
-    const KEY_LINES: usize = 6;
-    let mut lines: Vec<&str> = report
-        .lines()
-        .map(str::trim)
-        .filter(|l| {
-            let lower = l.to_ascii_lowercase();
-            !l.is_empty()
-                && (lower.contains("error")
-                    || lower.contains("expected")
-                    || lower.contains("found"))
-        })
-        .collect();
-    lines.dedup();
-    let more = lines.len().saturating_sub(KEY_LINES);
-    lines.truncate(KEY_LINES);
-    let mut summary = lines.join(" | ");
+    const KEPT: usize = 4;
+    let lines: Vec<&str> = report.lines().collect();
+    let mut compared: Option<&str> = None;
+    let mut expect_type = false;
+    let mut differences: Vec<String> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim();
+        if trimmed == "Layout of expected type:" {
+            expect_type = true;
+        } else if expect_type && trimmed.starts_with("type:") {
+            compared = Some(trimmed.trim_start_matches("type:"));
+            expect_type = false;
+        } else if let Some(what) = trimmed.strip_prefix("Error:") {
+            let value_after = |label: &str| {
+                lines[i + 1..]
+                    .iter()
+                    .skip_while(|l| l.trim() != label)
+                    .nth(1)
+                    .map(|l| l.trim())
+                    .filter(|v| !v.is_empty() && !v.starts_with("Error:"))
+            };
+            let mut entry = match compared {
+                Some(ty) => format!("type `{ty}`: {what}"),
+                None => what.to_owned(),
+            };
+            if let (Some(e), Some(f)) = (value_after("Expected:"), value_after("Found:")) {
+                entry.push_str(&format!(" (expected {e}, found {f})"));
+            }
+            if !differences.contains(&entry) {
+                differences.push(entry);
+            }
+        }
+    }
+    let more = differences.len().saturating_sub(KEPT);
+    differences.truncate(KEPT);
+    let mut summary = differences.join("; ");
     if more > 0 {
-        summary.push_str(&format!(
-            " | ... ({more} more; run with RUST_LOG=debug for the full report)"
-        ));
+        summary.push_str(&format!("; and {more} more"));
     }
     if summary.is_empty() {
         summary = "see the full report with RUST_LOG=debug".to_owned();
+    } else {
+        summary.push_str(" (full report with RUST_LOG=debug)");
     }
     summary
 }
@@ -150,13 +171,17 @@ mod tests {
     }
 
     #[test]
-    fn layout_summary_keeps_key_lines_only() {
-        let report = (0..50)
-            .map(|i| format!("  line {i}\n  Error: expected field x{i}\n"))
-            .collect::<String>();
-        let summary = layout_summary(&report);
-        assert!(summary.contains("expected field x0"), "{summary}");
-        assert!(summary.contains("44 more"), "{summary}");
-        assert!(!summary.contains("line 3"), "{summary}");
+    fn layout_summary_names_the_type_and_the_difference() {
+        let report = "Compared <this>:\n    --- Type Layout ---\n    type:Root\n\
+            0 error(s).\nLayout of expected type:\n    --- Type Layout ---\n    type:Root\n\
+            Layout of expected type:\n    --- Type Layout ---\n    type:Options\n\
+            \n    data:\n        field_name:collection\nLayout of found type:\n\
+            \n    type:Options\n\nError:incompatible type size\nExpected:\n    2\nFound:\n    3\n\
+            \nError:too many fields\nExpected:\n    2\nFound:\n    3\n";
+        assert_eq!(
+            layout_summary(report),
+            "type `Options`: incompatible type size (expected 2, found 3); type `Options`: too \
+             many fields (expected 2, found 3) (full report with RUST_LOG=debug)"
+        );
     }
 }

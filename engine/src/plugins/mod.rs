@@ -59,7 +59,7 @@ pub enum LoadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A library that is not a compatible tagcast plugin.
-    #[error("{}: plugin `{plugin}`: {source}", config.display())]
+    #[error("{}: plugin `{plugin}`", config.display())]
     Open {
         /// The config file.
         config: PathBuf,
