@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, from a fresh clone:
 #   1. builds the workspace once: the engine binary and the plugin libraries that the
-#      end-to-end tests load (tests never build them on their own);
+#      end-to-end tests load (the only plugins tests build themselves are the fixtures
+#      made outside the workspace, in target/external-plugins, once per checkout);
 #   2. the Rust unit and end-to-end tests (PostgreSQL tests take TAGCAST_TEST_PG_URL; they
 #      skip with a reason when it is unreachable, and fail instead under CI=true);
 #   3. the browser client's unit tests under Node's test runner;
