@@ -1,9 +1,12 @@
 //! The demo: an in-memory task store behind `/demo/api/tasks`, and the demo pages of
-//! `clients/js/demo/` (embedded at build time) at `/`, `/task.html` and `/demo/*`.
+//! `clients/js/demo/` (embedded at build time) at `/`, `/task.html`, `/my-tasks.html` and
+//! `/demo/*`.
 //!
 //! Nothing else in the engine uses this module. The pages call the store here, then the
 //! engine's own `POST /v1/changes` and `POST /v1/tags`, and load the content manager from
-//! `/client/content-manager.js`, which the engine serves.
+//! `/client/content-manager.js`, which the engine serves. The "my tasks" page uses no store:
+//! it tracks the tag the user-tasks source publishes, so it shows changes only when the
+//! engine runs that source (config/postgres.toml).
 //!
 //! Limitation: the store is one process's memory, with no authentication: a restart brings
 //! back the seed tasks, and anyone who reaches the port can edit them. It exists to show
@@ -22,9 +25,11 @@ use serde::{Deserialize, Serialize};
 
 const INDEX_HTML: &str = include_str!("../../clients/js/demo/index.html");
 const TASK_HTML: &str = include_str!("../../clients/js/demo/task.html");
+const MY_TASKS_HTML: &str = include_str!("../../clients/js/demo/my-tasks.html");
 const APP_JS: &str = include_str!("../../clients/js/demo/app.js");
 const LIST_JS: &str = include_str!("../../clients/js/demo/list.js");
 const TASK_JS: &str = include_str!("../../clients/js/demo/task.js");
+const MY_TASKS_JS: &str = include_str!("../../clients/js/demo/my-tasks.js");
 const STYLE_CSS: &str = include_str!("../../clients/js/demo/style.css");
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -45,6 +50,10 @@ pub fn routes() -> Router {
         .route("/", get(|| async { asset(HTML, INDEX_HTML) }))
         .route("/index.html", get(|| async { asset(HTML, INDEX_HTML) }))
         .route("/task.html", get(|| async { asset(HTML, TASK_HTML) }))
+        .route(
+            "/my-tasks.html",
+            get(|| async { asset(HTML, MY_TASKS_HTML) }),
+        )
         .route("/demo/app.js", get(|| async { asset(JAVASCRIPT, APP_JS) }))
         .route(
             "/demo/list.js",
@@ -53,6 +62,10 @@ pub fn routes() -> Router {
         .route(
             "/demo/task.js",
             get(|| async { asset(JAVASCRIPT, TASK_JS) }),
+        )
+        .route(
+            "/demo/my-tasks.js",
+            get(|| async { asset(JAVASCRIPT, MY_TASKS_JS) }),
         )
         .route("/demo/style.css", get(|| async { asset(CSS, STYLE_CSS) }))
         .route("/demo/api/tasks", get(list_tasks).post(create_task))

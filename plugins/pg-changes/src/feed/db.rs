@@ -374,8 +374,13 @@ impl PartialConnection<'_> {
             self.batch(script, "running the plugin's schema script")?;
         }
         for watch in &install.watches {
+            // Two sources watching one table at start-up would otherwise deadlock on its
+            // trigger lock: each call takes install.sql's advisory lock first. Several
+            // statements in one simple query run as one transaction, so the lock is held
+            // until the call commits.
             let call = format!(
-                "SELECT {}.watch({}, {}::text[], {}::text[], {}, {})",
+                "SELECT pg_advisory_xact_lock(hashtext('tagcast pg-changes install')); \
+                 SELECT {}.watch({}, {}::text[], {}::text[], {}, {})",
                 quote_ident(schema),
                 quote_literal(&watch.table),
                 quote_literal(&text_array(&watch.key_columns)),
