@@ -155,7 +155,7 @@ impl Hub {
 
     /// Removes a closed connection from every tag it tracked and from its user's count.
     pub fn unregister(&self, conn: &Arc<Conn>, tracked: &mut Vec<Tag>) {
-        let tags = std::mem::take(tracked);
+        let tags = tracked.clone();
         self.unsubscribe(conn, &tags, tracked);
         if let Some(user) = &conn.user {
             let mut users = lock(&self.users);
@@ -516,6 +516,29 @@ mod tests {
         hub.publish(None, &["a"], Instant::now());
         assert!(matches!(c.take(), Mailbox::Empty));
         assert_eq!(hub.distinct_tags(), 1);
+    }
+
+    #[test]
+    fn unregister_removes_every_subscription() {
+        let hub = Hub::new(10);
+        let (a, b) = (
+            hub.register(&user("a")).unwrap(),
+            hub.register(&user("b")).unwrap(),
+        );
+        let (mut ta, mut tb) = (vec![], vec![]);
+        hub.subscribe(&a, &["x", "y"], &mut ta);
+        hub.subscribe(&b, &["y"], &mut tb);
+        hub.unregister(&a, &mut ta);
+        assert!(ta.is_empty());
+        assert_eq!(hub.distinct_tags(), 1);
+        assert_eq!(hub.stats.subscriptions.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.stats.connections.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.publish(None, &["x", "y"], Instant::now()), 1);
+        assert_eq!(
+            Arc::strong_count(&a),
+            1,
+            "the index keeps no reference to a closed connection"
+        );
     }
 
     #[test]

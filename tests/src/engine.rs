@@ -348,6 +348,12 @@ impl Client {
         Client { ws }
     }
 
+    /// Closes the connection normally and waits for the server's reply.
+    pub async fn close(&mut self) {
+        self.ws.close(None).await.expect("close sent");
+        while let Some(Ok(_)) = self.ws.next().await {}
+    }
+
     /// Sends a raw text frame.
     pub async fn send_text(&mut self, text: &str) {
         self.ws

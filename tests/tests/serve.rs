@@ -314,6 +314,39 @@ async fn health_readiness_and_metrics_are_served() {
     }
 }
 
+/// The value of an unlabelled metric.
+async fn metric(engine: &Engine, name: &str) -> i64 {
+    let (_, text) = engine.get("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn closed_connections_leave_no_subscription_behind() {
+    let engine = engine();
+    let mut alice = Client::connect(&engine, Some("alice")).await;
+    alice.subscribe(&[TASK_42, TASKS]).await;
+    let mut bob = Client::connect(&engine, Some("bob")).await;
+    bob.subscribe(&[TASK_42]).await;
+    assert_eq!(metric(&engine, "tagcast_subscriptions").await, 3);
+
+    alice.close().await;
+    // The server finishes the close on its own schedule: wait for the gauge, bounded.
+    let deadline = std::time::Instant::now() + tagcast_tests::engine::PATIENCE;
+    while metric(&engine, "tagcast_connections").await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice's connection was never removed"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(metric(&engine, "tagcast_subscriptions").await, 1);
+    assert_eq!(metric(&engine, "tagcast_tags").await, 1);
+    change(&engine, Some("carol"), "update", 42).await;
+    assert_eq!(bob.next_outdated().await, [TASK_42]);
+}
+
 #[tokio::test]
 async fn shutdown_closes_websockets_with_1001_and_exits_0() {
     let engine = engine();

@@ -205,13 +205,15 @@ async fn changes(
     ApiJson(req): ApiJson<ChangesRequest>,
 ) -> Json<TagsResponse> {
     let mut all: Vec<String> = Vec::new();
+    // A batch can carry thousands of changes: de-duplicate with a set, not a scan.
+    let mut seen = std::collections::HashSet::new();
     for change in &req.changes {
         let tags =
             state
                 .publisher
                 .publish_change(req.author.as_deref(), change.op.into(), &change.data);
         for tag in tags {
-            if !all.contains(&tag) {
+            if seen.insert(tag.clone()) {
                 all.push(tag);
             }
         }

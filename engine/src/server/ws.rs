@@ -227,7 +227,11 @@ async fn serve(
                         continue;
                     }
                     Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_))) => return End::Gone,
+                    // tungstenite queued the close reply; send it before dropping the socket.
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = flush(socket, &mut beat).await;
+                        return End::Gone;
+                    }
                 };
                 if let Err(end) = send(state, socket, &mut beat, Message::Text(reply.into())).await {
                     return end;
