@@ -6,7 +6,14 @@
 //! - each connection's [`Mailbox`] (what it still has to receive) is written by publishers
 //!   and drained by that connection's own task;
 //! - the user table interns user ids (so that "not to the author" is a pointer compare) and
-//!   counts each user's connections.
+//!   counts each user's connections;
+//! - the live table holds every open connection, so that the heartbeat and shutdown can
+//!   signal each one.
+//!
+//! Waking a connection: each [`Conn`] has signal bits (mail, heartbeat tick, stop) and one
+//! waker. Publishers, the heartbeat and shutdown set a bit and wake it; its task awaits
+//! [`Conn::signalled`], a future of one pointer. Every connection pays for the size of its
+//! task's future, so no channel receiver or `Notified` future is kept per connection.
 //!
 //! Ordering guarantees, relied on by the protocol's acks:
 //! - subscribe inserts into the index before the connection task sends `subscribed`, and a
@@ -23,12 +30,15 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::task::AtomicWaker;
 use serde::Serialize;
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::identity::Identity;
@@ -42,12 +52,39 @@ pub type UserId = Arc<str>;
 /// One WebSocket connection, as the hub and publishers see it. Owned by an `Arc` shared by
 /// the index entries of its tags and by its connection task; dropped when both are done.
 pub struct Conn {
+    /// Key in the hub's live table.
+    id: u64,
     /// The connection's user, interned; `None` for anonymous connections.
     user: Option<UserId>,
     /// What the connection still has to receive; see the module docs.
     mailbox: Mutex<Mailbox>,
-    /// Wakes the connection task when the mailbox goes from empty to non-empty.
-    wake: Notify,
+    /// Why the task was woken: [`Signals`] bits, taken by [`Conn::signalled`].
+    signals: AtomicU8,
+    /// The connection task's waker.
+    waker: AtomicWaker,
+}
+
+/// Why a connection task was woken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Signals(u8);
+
+impl Signals {
+    /// The mailbox went from empty to non-empty.
+    pub const MAIL: Signals = Signals(1);
+    /// A heartbeat tick: ping, and check for idleness.
+    pub const TICK: Signals = Signals(2);
+    /// The server is shutting down.
+    pub const STOP: Signals = Signals(4);
+
+    /// The bits set in both.
+    pub fn and(self, other: Signals) -> Signals {
+        Signals(self.0 & other.0)
+    }
+
+    /// Whether every bit of `other` is set.
+    pub fn contains(self, other: Signals) -> bool {
+        self.0 & other.0 == other.0
+    }
 }
 
 /// What a connection still has to receive.
@@ -75,6 +112,9 @@ pub struct Frame {
 /// Why a connection was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejected {
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// The user has as many connections open as allowed.
     #[error("user `{user}` already has {limit} connections open; close one first")]
     TooManyConnections {
@@ -102,6 +142,12 @@ pub struct HubStats {
 pub struct Hub {
     /// Tag → connections that track it. Each connection appears once per tag.
     index: RwLock<HashMap<Tag, Vec<Arc<Conn>>>>,
+    /// Every open connection by id, for the heartbeat and shutdown.
+    live: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Hands out connection ids.
+    next_id: AtomicU64,
+    /// Set once shutdown began: no new connection is admitted after it.
+    stopping: AtomicBool,
     /// User id → (interned id, open connections).
     users: Mutex<HashMap<UserId, usize>>,
     /// The per-user connection limit.
@@ -119,6 +165,9 @@ impl Hub {
     pub fn new(max_connections_per_user: usize) -> Hub {
         Hub {
             index: RwLock::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             users: Mutex::new(HashMap::new()),
             max_connections_per_user,
             stats: HubStats::default(),
@@ -127,6 +176,11 @@ impl Hub {
 
     /// Admits a connection for `identity`, counting it against its user's limit.
     pub fn register(&self, identity: &Identity) -> Result<Arc<Conn>, Rejected> {
+        // Checked again under the live table's lock below; this early check only saves
+        // touching the user table.
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(Rejected::ShuttingDown);
+        }
         let user = match identity.user_id() {
             None => None,
             Some(name) => {
@@ -145,18 +199,45 @@ impl Hub {
                 Some(interned)
             }
         };
-        self.stats.connections.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(Conn {
+        let conn = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
             user,
             mailbox: Mutex::new(Mailbox::Empty),
-            wake: Notify::new(),
-        }))
+            signals: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
+        });
+        {
+            // stop_all sets `stopping` and then walks this table under its lock, so a
+            // connection either sees the flag here or is in the table for the walk.
+            let mut live = lock(&self.live);
+            if self.stopping.load(Ordering::SeqCst) {
+                drop(live);
+                self.release_user(&conn);
+                return Err(Rejected::ShuttingDown);
+            }
+            live.insert(conn.id, conn.clone());
+        }
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(conn)
     }
 
-    /// Removes a closed connection from every tag it tracked and from its user's count.
-    pub fn unregister(&self, conn: &Arc<Conn>, tracked: &mut Vec<Tag>) {
-        let tags = tracked.clone();
-        self.unsubscribe(conn, &tags, tracked);
+    /// Signals a heartbeat tick to every open connection.
+    pub fn tick_all(&self) {
+        for conn in lock(&self.live).values() {
+            conn.signal(Signals::TICK);
+        }
+    }
+
+    /// Tells every open connection to close, and refuses new ones from now on.
+    pub fn stop_all(&self) {
+        let live = lock(&self.live);
+        self.stopping.store(true, Ordering::SeqCst);
+        for conn in live.values() {
+            conn.signal(Signals::STOP);
+        }
+    }
+
+    fn release_user(&self, conn: &Conn) {
         if let Some(user) = &conn.user {
             let mut users = lock(&self.users);
             if let Entry::Occupied(mut e) = users.entry(user.clone()) {
@@ -166,6 +247,14 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Removes a closed connection from every tag it tracked and from its user's count.
+    pub fn unregister(&self, conn: &Arc<Conn>, tracked: &mut Vec<Tag>) {
+        let tags = tracked.clone();
+        self.unsubscribe(conn, &tags, tracked);
+        lock(&self.live).remove(&conn.id);
+        self.release_user(conn);
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -352,9 +441,22 @@ impl Conn {
         self.user.as_deref()
     }
 
-    /// Waits until the mailbox may hold something.
-    pub async fn woken(&self) {
-        self.wake.notified().await;
+    /// Waits until the connection is signalled, and takes the signals.
+    pub fn signalled(&self) -> Signalled<'_> {
+        Signalled(self)
+    }
+
+    /// Puts signals back, without waking the task: for a task that took them while busy
+    /// and will poll [`Conn::signalled`] again.
+    pub fn keep(&self, signals: Signals) {
+        if signals.0 != 0 {
+            self.signals.fetch_or(signals.0, Ordering::SeqCst);
+        }
+    }
+
+    fn signal(&self, signals: Signals) {
+        self.signals.fetch_or(signals.0, Ordering::SeqCst);
+        self.waker.wake();
     }
 
     /// Takes what the connection has to receive, leaving the mailbox empty.
@@ -368,9 +470,9 @@ impl Conn {
             Mailbox::Empty => {
                 *mailbox = Mailbox::Frame(frame.clone(), arrived);
                 drop(mailbox);
-                // notify_one stores a permit when the task is not waiting yet, so a
-                // delivery made while the task is busy sending is not lost.
-                self.wake.notify_one();
+                // The bit stays set until the task takes it, so a delivery made while the
+                // task is busy sending is not lost.
+                self.signal(Signals::MAIL);
             }
             Mailbox::Frame(pending, since) => {
                 let mut tags = pending.tags.to_vec();
@@ -400,6 +502,23 @@ impl Conn {
         } else {
             Mailbox::Tags(remaining, since)
         };
+    }
+}
+
+/// The future of [`Conn::signalled`]: one pointer, for the connection task's select loop.
+pub struct Signalled<'a>(&'a Conn);
+
+impl Future for Signalled<'_> {
+    type Output = Signals;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Signals> {
+        let conn = self.0;
+        // Register before taking, so that a signal set in between wakes this task.
+        conn.waker.register(cx.waker());
+        match conn.signals.swap(0, Ordering::SeqCst) {
+            0 => Poll::Pending,
+            bits => Poll::Ready(Signals(bits)),
+        }
     }
 }
 
@@ -539,6 +658,27 @@ mod tests {
             1,
             "the index keeps no reference to a closed connection"
         );
+    }
+
+    #[test]
+    fn stop_reaches_open_connections_and_refuses_new_ones() {
+        let hub = Hub::new(10);
+        let conn = hub.register(&user("a")).unwrap();
+        hub.tick_all();
+        hub.stop_all();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let Poll::Ready(signals) = Pin::new(&mut conn.signalled()).poll(&mut cx) else {
+            panic!("the connection was signalled")
+        };
+        assert!(signals.contains(Signals::TICK) && signals.contains(Signals::STOP));
+        assert!(Pin::new(&mut conn.signalled()).poll(&mut cx).is_pending());
+        assert!(matches!(
+            hub.register(&user("b")),
+            Err(Rejected::ShuttingDown)
+        ));
+        hub.unregister(&conn, &mut vec![]);
+        assert_eq!(hub.stats.connections.load(Ordering::Relaxed), 0);
     }
 
     #[test]

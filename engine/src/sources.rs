@@ -548,7 +548,7 @@ mod tests {
             );
         }
 
-        tokio::time::timeout(Duration::from_secs(20), conn.woken())
+        tokio::time::timeout(Duration::from_secs(20), conn.signalled())
             .await
             .expect("the change arrives");
         match conn.take() {
@@ -573,23 +573,25 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_returns_within_the_deadline_even_if_a_source_ignores_it() {
-        /// Never looks at the stop signal: blocks until the test process ends.
-        struct Stubborn(std_mpsc::Receiver<()>);
+        /// Never looks at the stop signal: says it started, then blocks until the test
+        /// process ends.
+        struct Stubborn(std_mpsc::Receiver<()>, std_mpsc::Sender<Instant>);
         impl Source for Stubborn {
             fn run(&mut self, _: &SourceContext) -> Result<(), Error> {
+                let _ = self.1.send(Instant::now());
                 let _ = self.0.recv();
                 Ok(())
             }
         }
         let (_keep_blocked, blocked) = std_mpsc::channel::<()>();
         let blocked = Mutex::new(Some(blocked));
+        let (started_tx, started) = std_mpsc::channel();
+        let stubborn_started = started_tx.clone();
         let stubborn = build_source("stubborn", "", |_: NoSettings| {
-            Ok(Stubborn(
-                blocked.lock().unwrap().take().expect("built once"),
-            ))
+            let blocked = blocked.lock().unwrap().take().expect("built once");
+            Ok(Stubborn(blocked, stubborn_started))
         })
         .unwrap();
-        let (started_tx, started) = std_mpsc::channel();
         let (polite, _) = flaky_spec(0, started_tx);
         let specs = vec![
             polite,
@@ -607,10 +609,16 @@ mod tests {
             tokio::runtime::Handle::current(),
         )
         .unwrap();
-        tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(20)))
-            .await
-            .unwrap()
-            .expect("the polite source starts");
+        // Both sources are inside `run` before shutdown begins.
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..2 {
+                started
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("both sources start");
+            }
+        })
+        .await
+        .unwrap();
 
         let began = Instant::now();
         supervisor.shutdown().await;

@@ -5,9 +5,10 @@
 //! - the accept loop owns the listener; it stops accepting on the first shutdown signal;
 //! - one task per TCP connection owns hyper's HTTP/1 connection; a WebSocket upgrade hands
 //!   the raw socket to a new task (see [`ws`]) and the HTTP task ends;
-//! - the heartbeat task owns the [`Beat`] sender: it ticks every ping interval (the
-//!   WebSocket tasks ping and check idleness on each tick) and, on shutdown, tells every
-//!   task to finish: WebSockets close with 1001, HTTP connections finish their request;
+//! - the heartbeat task signals every WebSocket connection through the hub each ping
+//!   interval (they ping, and close if idle);
+//! - shutdown sets the `shutdown` watch (HTTP connections finish their request and close)
+//!   and has the hub signal every WebSocket to close with 1001;
 //! - the source supervisor (see [`crate::sources`]) owns the source threads.
 //!
 //! Every connection task holds a [`TaskGuard`]; shutdown waits, up to
@@ -34,15 +35,6 @@ use crate::publish::Publisher;
 use crate::sources::Supervisor;
 use crate::{Engine, StartError};
 
-/// What the heartbeat task broadcasts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Beat {
-    /// Incremented every ping interval.
-    pub tick: u64,
-    /// Set once, when the server starts shutting down.
-    pub shutting_down: bool,
-}
-
 /// State shared by every request handler and connection task.
 pub struct State {
     /// The routing index.
@@ -55,8 +47,8 @@ pub struct State {
     pub auth: Box<dyn Authenticator>,
     /// Delivery counters and latency histogram.
     pub deliveries: Deliveries,
-    /// Heartbeat and shutdown broadcast; each connection task holds a receiver.
-    pub beat: watch::Receiver<Beat>,
+    /// True once shutdown began; each HTTP connection task holds a receiver.
+    pub shutdown: watch::Receiver<bool>,
     /// True once plugins are loaded and the listener is bound.
     pub ready: AtomicBool,
     /// The event sources and their status.
@@ -142,21 +134,21 @@ pub async fn run_until(
         publisher.clone(),
         tokio::runtime::Handle::current(),
     )?);
-    let (beat_tx, beat_rx) = watch::channel(Beat::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(State {
         hub,
         publisher,
         limits: cfg.limits.clone(),
         auth: Box::new(DevAuthenticator),
         deliveries: Deliveries::default(),
-        beat: beat_rx,
+        shutdown: shutdown_rx,
         ready: AtomicBool::new(false),
         sources: sources.clone(),
         tasks: Arc::new(Tracker::default()),
     });
     let router = http::router(state.clone(), cfg.demo.enabled);
 
-    let heartbeat = tokio::spawn(heartbeat(beat_tx.clone(), cfg.limits.ping_interval()));
+    let heartbeat = tokio::spawn(heartbeat(state.hub.clone(), cfg.limits.ping_interval()));
     state.ready.store(true, Ordering::SeqCst);
     info!(address = %local, demo = cfg.demo.enabled, "listening");
 
@@ -179,8 +171,9 @@ pub async fn run_until(
     info!("shutting down");
     drop(listener);
     state.ready.store(false, Ordering::SeqCst);
-    beat_tx.send_modify(|b| b.shutting_down = true);
     heartbeat.abort();
+    shutdown_tx.send_replace(true);
+    state.hub.stop_all();
     let deadline = Duration::from_millis(cfg.server.shutdown_timeout_ms);
     if tokio::time::timeout(deadline, state.tasks.wait_idle())
         .await
@@ -196,13 +189,13 @@ pub async fn run_until(
     Ok(())
 }
 
-/// Ticks every `interval` until the sender is dropped or the task aborted.
-async fn heartbeat(beat: watch::Sender<Beat>, interval: Duration) {
+/// Signals every WebSocket connection each `interval`, until aborted.
+async fn heartbeat(hub: Arc<Hub>, interval: Duration) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        beat.send_modify(|b| b.tick += 1);
+        hub.tick_all();
     }
 }
 
@@ -216,7 +209,7 @@ fn serve_connection(
     // Notifications are small and latency-sensitive.
     let _ = stream.set_nodelay(true);
     let guard = state.tasks.enter();
-    let mut beat = state.beat.clone();
+    let mut shutdown = state.shutdown.clone();
     let service = http::service(router.clone(), peer);
     let max_buf = state.limits.max_frame_bytes.max(16 * 1024);
     let task = async move {
@@ -236,8 +229,8 @@ fn serve_connection(
                     }
                     break;
                 }
-                changed = beat.changed() => {
-                    if changed.is_err() || beat.borrow().shutting_down {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
                         // Finish the request in flight, then close.
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.as_mut().await;
