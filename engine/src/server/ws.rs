@@ -166,6 +166,7 @@ enum End {
 /// Written as a function returning an `async move` block rather than an `async fn`: an
 /// `async fn` moves its by-value parameters into locals, and the state machine then holds
 /// the socket twice. Every connection pays for this future's size.
+#[allow(clippy::manual_async_fn)] // see above: an `async fn` would store the socket twice
 fn run(
     state: Arc<State>,
     mut socket: Socket,
