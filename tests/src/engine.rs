@@ -164,7 +164,13 @@ impl Engine {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.stop().0
+    }
+
+    /// Sends SIGTERM, waits for the process to exit, and returns its status and every line
+    /// it wrote to stderr.
+    pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
@@ -175,9 +181,17 @@ impl Engine {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        rx.recv_timeout(PATIENCE)
+        let status = rx
+            .recv_timeout(PATIENCE)
             .expect("tagcast exits after SIGTERM")
-            .expect("wait works")
+            .expect("wait works");
+        // The process has exited, so stderr is at its end; the reader thread may still be
+        // appending the last lines it read.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while Arc::strong_count(&self.logs) > 1 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        (status, self.logs())
     }
 
     /// The WebSocket URL for `user` (anonymous when `None`).
