@@ -215,44 +215,33 @@ impl Supervisor {
 
     /// Appends the per-source metrics.
     pub fn render_metrics(&self, e: &mut Exposition) {
-        e.family(
-            "tagcast_source_up",
-            "gauge",
-            "1 while the source runs, 0 while it is down.",
-        );
-        for s in &self.statuses {
-            e.labelled(
+        /// Name, type, help, and the value of one source.
+        type Family = (&'static str, &'static str, &'static str, fn(&Status) -> u64);
+        let families: [Family; 3] = [
+            (
                 "tagcast_source_up",
-                "source",
-                &s.name,
-                u8::from(s.up.load(Ordering::SeqCst)),
-            );
-        }
-        e.family(
-            "tagcast_source_changes_total",
-            "counter",
-            "Changes accepted from the source.",
-        );
-        for s in &self.statuses {
-            e.labelled(
+                "gauge",
+                "1 while the source runs, 0 while it is down.",
+                |s| u64::from(s.up.load(Ordering::SeqCst)),
+            ),
+            (
                 "tagcast_source_changes_total",
-                "source",
-                &s.name,
-                s.changes.load(Ordering::Relaxed),
-            );
-        }
-        e.family(
-            "tagcast_source_restarts_total",
-            "counter",
-            "Restarts after the source failed.",
-        );
-        for s in &self.statuses {
-            e.labelled(
+                "counter",
+                "Changes accepted from the source.",
+                |s| s.changes.load(Ordering::Relaxed),
+            ),
+            (
                 "tagcast_source_restarts_total",
-                "source",
-                &s.name,
-                s.restarts.load(Ordering::Relaxed),
-            );
+                "counter",
+                "Restarts after the source failed.",
+                |s| s.restarts.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            e.family(name, kind, help);
+            for s in &self.statuses {
+                e.labelled(name, "source", &s.name, value(s));
+            }
         }
         e.family(
             "tagcast_source_last_error_info",

@@ -42,6 +42,41 @@ use crate::export::build_generator;
 use crate::generator::Generator;
 use crate::Options;
 
+/// Options without collection or nested tags.
+pub const PLAIN: Options = Options {
+    collection: false,
+    nested: false,
+};
+/// Options with collection tags.
+pub const COLLECTION: Options = Options {
+    collection: true,
+    nested: false,
+};
+/// Options with nested tags.
+pub const NESTED: Options = Options {
+    collection: false,
+    nested: true,
+};
+/// Options with collection and nested tags.
+pub const ALL: Options = Options {
+    collection: true,
+    nested: true,
+};
+
+/// One row of a table-driven test: what it shows, the data (JSON), the options, and the
+/// tags expected.
+pub type Case<'a> = (&'a str, &'a str, Options, &'a [&'a str]);
+
+/// Runs every row through `generator` and asserts its tags, naming the row on failure.
+pub fn check(generator: &TestGenerator, cases: &[Case<'_>]) {
+    for (what, data, options, want) in cases {
+        let got = generator
+            .tags(data, *options)
+            .unwrap_or_else(|err| panic!("{what}: {data} failed: {err}"));
+        assert_eq!(got, *want, "{what}: {data} with {options:?}");
+    }
+}
+
 /// A generator built from settings text, called through the ABI object.
 pub struct TestGenerator {
     inner: GeneratorBox,

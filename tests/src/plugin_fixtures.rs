@@ -39,7 +39,7 @@ pub enum Fixture {
     /// `not-a-plugin`: a cdylib without `export_plugin!`.
     NotAPlugin,
     /// `api-altered`, against a copy of plugin-api with the next patch version whose
-    /// `Options` has an extra field: a layout the engine must refuse.
+    /// `HostLogger` has an extra field: a layout the engine must refuse.
     AlteredLayout,
     /// `api-next-major`, against a copy of plugin-api with the next major version and the
     /// same layout: refused by the version rule.
@@ -113,7 +113,7 @@ enum Api {
 /// How a copy of plugin-api differs from the real one.
 #[derive(Clone, Copy)]
 enum ApiChange {
-    /// The next patch version, with a field appended to `Options`.
+    /// The next patch version, with a field appended to `HostLogger`.
     Layout,
     /// The next major version, same layout.
     NextMajor,
@@ -356,7 +356,7 @@ fn member_manifest(fixture: Fixture, api_dir: &Path) -> String {
     )
 }
 
-/// Copies plugin-api into `dest` at `version`; for [`ApiChange::Layout`], `Options` gets an
+/// Copies plugin-api into `dest` at `version`; for [`ApiChange::Layout`], `HostLogger` gets an
 /// extra field.
 ///
 /// The copy keeps the package name: abi_stable records each type's package in its layout
@@ -378,7 +378,7 @@ fn write_api_copy(
         }
         let mut text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         if matches!(change, ApiChange::Layout) && relative == Path::new("src/abi.rs") {
-            text = alter_options(&text)?;
+            text = alter_host_logger(&text)?;
         }
         write_if_changed(&dest.join(relative), &text)?;
     }
@@ -386,20 +386,22 @@ fn write_api_copy(
     write_if_changed(&dest.join("Cargo.toml"), &manifest)
 }
 
-/// Appends a field to `Options`, which crosses the boundary in every `generate` call.
-fn alter_options(abi: &str) -> Result<String, String> {
-    const END_OF_OPTIONS: &str = "    pub nested: bool,\n}\n";
-    if abi.matches(END_OF_OPTIONS).count() != 1 || !abi.contains("pub struct Options {") {
+/// Appends a field to `HostLogger`, which crosses the boundary when the engine loads the
+/// plugin. Only the engine builds a `HostLogger`, so the altered copy still compiles: a type
+/// that plugin-api itself constructs (`Options`, in its testing module) would not.
+fn alter_host_logger(abi: &str) -> Result<String, String> {
+    const END_OF_HOST_LOGGER: &str = "    pub log: extern \"C\" fn(&LogRecord<'_>),\n}\n";
+    if abi.matches(END_OF_HOST_LOGGER).count() != 1 || !abi.contains("pub struct HostLogger {") {
         return Err(format!(
-            "plugin-api/src/abi.rs no longer ends `Options` with `{}`: update \
-             alter_options in tests/src/plugin_fixtures.rs to change another type's layout",
-            END_OF_OPTIONS.trim()
+            "plugin-api/src/abi.rs no longer ends `HostLogger` with `{}`: update \
+             alter_host_logger in tests/src/plugin_fixtures.rs to change another type's layout",
+            END_OF_HOST_LOGGER.trim()
         ));
     }
     Ok(abi.replace(
-        END_OF_OPTIONS,
-        "    pub nested: bool,\n    /// Added by tagcast-tests: a layout the engine must refuse.\n    \
-         pub altered: bool,\n}\n",
+        END_OF_HOST_LOGGER,
+        "    pub log: extern \"C\" fn(&LogRecord<'_>),\n    /// Added by tagcast-tests: a layout the \
+         engine must refuse.\n    pub altered: bool,\n}\n",
     ))
 }
 

@@ -191,7 +191,7 @@ fn altered_layout_error_says_which_type_differs_and_how() {
     let scratch = Scratch::new("altered-layout-summary");
     let (message, _) = load_error(&scratch, Fixture::AlteredLayout);
 
-    assert!(message.contains("Options"), "{message}");
+    assert!(message.contains("HostLogger"), "{message}");
     assert!(message.contains("too many fields"), "{message}");
 }
 

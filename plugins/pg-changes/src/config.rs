@@ -19,23 +19,23 @@ pub struct PgChangesConfig {
     #[serde(default = "default_consumer")]
     pub consumer: String,
     /// The schema holding the outbox, its cursor table and functions.
-    #[serde(default = "default_schema")]
+    #[serde(default = "crate::feed::defaults::schema")]
     pub schema: String,
     /// The watched tables, and the entity class of each.
     pub tables: Vec<TableConfig>,
     /// The session setting that names the author when the row does not, set by the
     /// application in each transaction: `SET LOCAL tagcast.author = 'alice'`.
-    #[serde(default = "default_author_setting")]
+    #[serde(default = "crate::feed::defaults::author_setting")]
     pub author_setting: String,
     /// How long to wait for a wake-up notification before reading the outbox anyway.
-    #[serde(default = "default_poll_interval_ms")]
+    #[serde(default = "crate::feed::defaults::poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// How many outbox rows one read asks for.
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "crate::feed::defaults::batch_size")]
     pub batch_size: u32,
     /// Outbox rows older than this many seconds are deleted; 0 keeps them. Keep it above
     /// the longest time a consumer may be down: rows pruned unread are lost to it.
-    #[serde(default = "default_retention_seconds")]
+    #[serde(default = "crate::feed::defaults::retention_seconds")]
     pub retention_seconds: u64,
     /// Install the outbox schema and attach the trigger to each table at start-up. The
     /// database user then needs the rights to create them; otherwise run
@@ -69,26 +69,6 @@ pub struct TableConfig {
 
 fn default_consumer() -> String {
     "tagcast".to_owned()
-}
-
-fn default_schema() -> String {
-    "tagcast".to_owned()
-}
-
-fn default_author_setting() -> String {
-    "tagcast.author".to_owned()
-}
-
-fn default_poll_interval_ms() -> u64 {
-    1000
-}
-
-fn default_batch_size() -> u32 {
-    500
-}
-
-fn default_retention_seconds() -> u64 {
-    86_400
 }
 
 fn default_key_columns() -> Vec<String> {

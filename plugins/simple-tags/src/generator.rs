@@ -152,44 +152,14 @@ fn kind_name(kind: Kind) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use tagcast_plugin_api::testing::{self, TestGenerator};
-    use tagcast_plugin_api::{ErrorKind, Options};
+    use tagcast_plugin_api::testing::{self, check, TestGenerator, ALL, COLLECTION, NESTED, PLAIN};
+    use tagcast_plugin_api::ErrorKind;
 
     use crate::SimpleGenerator;
-
-    const PLAIN: Options = Options {
-        collection: false,
-        nested: false,
-    };
-    const COLLECTION: Options = Options {
-        collection: true,
-        nested: false,
-    };
-    const NESTED: Options = Options {
-        collection: false,
-        nested: true,
-    };
-    const ALL: Options = Options {
-        collection: true,
-        nested: true,
-    };
-
-    /// One row of a table: what it shows, the data (JSON), the options, the expected tags.
-    type Case<'a> = (&'a str, &'a str, Options, &'a [&'a str]);
 
     fn generator(settings: &str) -> TestGenerator {
         testing::generator("simple-tags", SimpleGenerator::new, settings)
             .unwrap_or_else(|err| panic!("settings {settings:?} rejected: {err}"))
-    }
-
-    /// Runs every row through `gen` (through the ABI object, as the engine calls it).
-    fn check(gen: &TestGenerator, cases: &[Case<'_>]) {
-        for (what, data, options, want) in cases {
-            let got = gen
-                .tags(data, *options)
-                .unwrap_or_else(|err| panic!("{what}: {data} failed: {err}"));
-            assert_eq!(got, *want, "{what}: {data} with {options:?}");
-        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct UserTasksConfig {
     #[serde(default = "default_consumer")]
     pub consumer: String,
     /// The schema holding the pg-changes outbox.
-    #[serde(default = "default_schema")]
+    #[serde(default = "crate::feed::defaults::schema")]
     pub schema: String,
     /// The tasks table, as SQL would name it.
     #[serde(default = "default_table")]
@@ -32,16 +32,16 @@ pub struct UserTasksConfig {
     #[serde(default = "default_author_column")]
     pub author_column: String,
     /// The session setting that names the author when the row does not.
-    #[serde(default = "default_author_setting")]
+    #[serde(default = "crate::feed::defaults::author_setting")]
     pub author_setting: String,
     /// How long to wait for a wake-up notification before reading the outbox anyway.
-    #[serde(default = "default_poll_interval_ms")]
+    #[serde(default = "crate::feed::defaults::poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// How many outbox rows one read asks for.
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "crate::feed::defaults::batch_size")]
     pub batch_size: u32,
     /// Outbox rows older than this many seconds are deleted; 0 keeps them.
-    #[serde(default = "default_retention_seconds")]
+    #[serde(default = "crate::feed::defaults::retention_seconds")]
     pub retention_seconds: u64,
     /// At start-up, install the outbox (pg-changes' install.sql), create the tasks table
     /// (sql/schema.sql) and watch it.
@@ -51,10 +51,6 @@ pub struct UserTasksConfig {
 
 fn default_consumer() -> String {
     "user-tasks".to_owned()
-}
-
-fn default_schema() -> String {
-    "tagcast".to_owned()
 }
 
 fn default_table() -> String {
@@ -67,22 +63,6 @@ fn default_assignee_column() -> String {
 
 fn default_author_column() -> String {
     "updated_by".to_owned()
-}
-
-fn default_author_setting() -> String {
-    "tagcast.author".to_owned()
-}
-
-fn default_poll_interval_ms() -> u64 {
-    1000
-}
-
-fn default_batch_size() -> u32 {
-    500
-}
-
-fn default_retention_seconds() -> u64 {
-    86_400
 }
 
 impl UserTasksConfig {

@@ -512,3 +512,32 @@ mod tests {
         assert_eq!(s.pg.get_application_name(), Some("tagcast test tagcast"));
     }
 }
+
+/// Setting defaults shared by every plugin that reads the outbox (pg-changes and
+/// user-tasks compile this module), so that both agree on them.
+pub mod defaults {
+    /// The schema holding the outbox.
+    pub fn schema() -> String {
+        "tagcast".to_owned()
+    }
+
+    /// The session setting that names a change's author.
+    pub fn author_setting() -> String {
+        "tagcast.author".to_owned()
+    }
+
+    /// How long to wait for a wake-up before reading the outbox anyway.
+    pub fn poll_interval_ms() -> u64 {
+        1000
+    }
+
+    /// How many outbox rows one read asks for.
+    pub fn batch_size() -> u32 {
+        500
+    }
+
+    /// How long outbox rows are kept, in seconds.
+    pub fn retention_seconds() -> u64 {
+        86_400
+    }
+}
