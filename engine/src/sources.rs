@@ -189,16 +189,6 @@ impl Supervisor {
         })
     }
 
-    /// A supervisor with no sources, for tests and tools.
-    pub fn empty() -> Supervisor {
-        Supervisor {
-            statuses: Vec::new(),
-            stop: Arc::new(Stop::default()),
-            threads: Mutex::new(Vec::new()),
-            deadline: Duration::ZERO,
-        }
-    }
-
     /// A readable reason for every source that is not running now.
     pub fn down(&self) -> Vec<String> {
         self.statuses
