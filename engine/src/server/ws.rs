@@ -314,7 +314,9 @@ impl Future for Sending<'_> {
         let this = self.get_mut();
         if let Poll::Ready(signals) = Pin::new(&mut this.conn.signalled()).poll(cx) {
             if signals.contains(Signals::STOP) {
-                return Poll::Ready(Err(End::Gone));
+                // The close is bounded by its own timeout, so a peer that is not reading
+                // delays shutdown by at most that.
+                return Poll::Ready(Err(End::Close(CloseCode::Away, "server shutting down")));
             }
             if signals.contains(Signals::TICK) && this.started.elapsed() >= this.idle_timeout {
                 debug!("peer stopped reading");
