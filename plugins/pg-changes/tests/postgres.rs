@@ -39,6 +39,25 @@ fn ids(changes: &[Received]) -> Vec<i64> {
         .collect()
 }
 
+/// Installs the outbox and creates and watches the table `items (id, name)`.
+fn watch_items(db: &TestDb) {
+    let s = &db.schema;
+    install(db);
+    db.exec(&format!(
+        "CREATE TABLE {s}.items (id bigserial PRIMARY KEY, name text);
+         SELECT {s}.watch('{s}.items')"
+    ));
+}
+
+/// Starts a source on `items` as `App\Entity\Item`, with `settings` (TOML) added.
+fn start_items_source(db: &TestDb, settings: &str) -> RunningSource {
+    let tables = format!(
+        "{settings}[[tables]]\ntable = \"{}.items\"\nclass = 'App\\Entity\\Item'\n",
+        db.schema
+    );
+    RunningSource::start(source(db, &unique_name("src"), &tables), None)
+}
+
 #[test]
 fn row_changes_arrive_as_entity_changes_with_their_author() {
     let Some(db) = TestDb::connect("row_changes") else {
@@ -305,19 +324,8 @@ fn a_commit_after_a_higher_id_was_handed_on_is_not_lost() {
         return;
     };
     let s = &db.schema;
-    install(&db);
-    db.exec(&format!(
-        "CREATE TABLE {s}.items (id bigserial PRIMARY KEY, name text);
-         SELECT {s}.watch('{s}.items')"
-    ));
-    let running = RunningSource::start(
-        source(
-            &db,
-            &unique_name("src"),
-            &format!("[[tables]]\ntable = \"{s}.items\"\nclass = 'App\\Entity\\Item'\n"),
-        ),
-        None,
-    );
+    watch_items(&db);
+    let running = start_items_source(&db, "");
 
     // `early` takes its transaction id first but writes its row last; `late` writes row 1
     // and stays open while `early` writes row 2 and commits. Row 2 sorts first and may be
@@ -348,19 +356,8 @@ fn rows_wait_for_older_transactions_and_arrive_in_transaction_order() {
         return;
     };
     let s = &db.schema;
-    install(&db);
-    db.exec(&format!(
-        "CREATE TABLE {s}.items (id bigserial PRIMARY KEY, name text);
-         SELECT {s}.watch('{s}.items')"
-    ));
-    let running = RunningSource::start(
-        source(
-            &db,
-            &unique_name("src"),
-            &format!("[[tables]]\ntable = \"{s}.items\"\nclass = 'App\\Entity\\Item'\n"),
-        ),
-        None,
-    );
+    watch_items(&db);
+    let running = start_items_source(&db, "");
 
     // Row 1's transaction is older; row 2 commits first and must wait for it.
     let older = db.another();
@@ -379,24 +376,13 @@ fn rows_older_than_the_retention_are_pruned() {
         return;
     };
     let s = &db.schema;
-    install(&db);
+    watch_items(&db);
     db.exec(&format!(
-        "CREATE TABLE {s}.items (id bigserial PRIMARY KEY, name text);
-         SELECT {s}.watch('{s}.items');
-         INSERT INTO {s}.items (name) VALUES ('old'), ('old');
+        "INSERT INTO {s}.items (name) VALUES ('old'), ('old');
          UPDATE {s}.outbox SET at = now() - interval '2 days';
          INSERT INTO {s}.items (name) VALUES ('fresh')"
     ));
-    let running = RunningSource::start(
-        source(
-            &db,
-            &unique_name("src"),
-            &format!(
-                "retention_seconds = 86400\n[[tables]]\ntable = \"{s}.items\"\nclass = 'App\\Entity\\Item'\n"
-            ),
-        ),
-        None,
-    );
+    let running = start_items_source(&db, "retention_seconds = 86400\n");
 
     // Pruning runs before the first read: the old rows are gone unread, the fresh one stays.
     assert_eq!(ids(&running.until(|c| c.data["id"] == json!(3))), [3]);
